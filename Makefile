@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and installs the pinned
+# dependencies on first use (about two minutes), and is quick once .venv exists.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Deterministic, 2-core friendly runs: one intra-op thread pool of fixed size, no network for HF.
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: demo test lab notebooks env-check bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m omni_ref.demo
+
+test: $(STAMP)
+	$(PY) -m omni_ref.env_check
+	$(PY) -m pytest -q tests notebooks --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Re-execute every notebook top to bottom in a fresh kernel and save its outputs in place.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
+
+env-check: $(STAMP)
+	$(PY) -m omni_ref.env_check
+
+clean:
+	rm -rf .cache

@@ -1,0 +1,13 @@
+"""omni-ref: a readable re-implementation of Qwen3-Omni-MoE that matches Hugging Face transformers.
+
+    import omni_ref
+    omni_ref.presets.write_checkpoint("tiny", "ckpt/tiny")
+    model = omni_ref.load("ckpt/tiny")
+"""
+from . import config, presets
+from .checkpoint import CheckpointError, load, save
+from .config import ConfigError, OmniConfig
+from .model import Qwen3Omni
+
+__version__ = "0.1.0"
+__all__ = ["load", "save", "presets", "config", "OmniConfig", "Qwen3Omni", "ConfigError", "CheckpointError"]

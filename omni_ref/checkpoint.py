@@ -1,0 +1,193 @@
+"""Reading and writing HF-format Qwen3-Omni checkpoint directories.
+
+A checkpoint directory, as HF `save_pretrained` writes it and as the published model ships:
+
+    config.json                      the OmniConfig tree (config.py)
+    model.safetensors                all tensors, or, for big models, shards:
+    model-00001-of-00015.safetensors + model.safetensors.index.json   {"weight_map": {key: shard file}}
+
+Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every MoE expert
+as its own three matrices, we stack them (moe.py explains why). That is the whole table:
+
+    checkpoint key                                    omni_ref parameter
+    <layer>.mlp.experts.<e>.gate_proj.weight  (I, H)  <layer>.mlp.experts.gate_proj[e]   (E, I, H)
+    <layer>.mlp.experts.<e>.up_proj.weight    (I, H)  <layer>.mlp.experts.up_proj[e]     (E, I, H)
+    <layer>.mlp.experts.<e>.down_proj.weight  (H, I)  <layer>.mlp.experts.down_proj[e]   (E, H, I)
+    anything else                                     the same name
+
+HF's in-memory model differs again (thinker.model.audio_tower..., fused gate_up_proj); that is HF's business,
+converted by HF when it loads this same layout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import OmniConfig
+from .model import COMPONENTS, Qwen3Omni, check_components
+
+STACKED_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<proj>gate_proj|up_proj|down_proj)$")
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the config: the message lists the offending keys."""
+
+
+# ---- the key map -----------------------------------------------------------------------------------------
+
+def checkpoint_slots(name: str, shape) -> dict[str, tuple[int | None, tuple[int, ...]]]:
+    """The checkpoint key(s) that fill one of our parameters: key -> (expert index or None, tensor shape)."""
+    m = STACKED_KEY.match(name)
+    if not m:
+        return {name: (None, tuple(shape))}
+    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:])) for e in range(shape[0])}
+
+
+def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict -> checkpoint tensors (experts unstacked)."""
+    out = {}
+    for name, t in state.items():
+        for key, (e, _) in checkpoint_slots(name, t.shape).items():
+            out[key] = (t if e is None else t[e]).contiguous()
+    return out
+
+
+# ---- reading ---------------------------------------------------------------------------------------------
+
+def _weight_map(ckpt_dir: str) -> dict[str, str]:
+    """checkpoint key -> file that holds it, for a single file or a sharded checkpoint."""
+    index = os.path.join(ckpt_dir, INDEX_FILE)
+    if os.path.isfile(index):
+        with open(index) as f:
+            return json.load(f)["weight_map"]
+    single = os.path.join(ckpt_dir, SINGLE_FILE)
+    if not os.path.isfile(single):
+        raise FileNotFoundError(
+            f"{ckpt_dir} holds neither {SINGLE_FILE} nor {INDEX_FILE}. Write a checkpoint with "
+            f"omni_ref.presets.write_checkpoint('tiny', dir) or HF save_pretrained(dir).")
+    with safe_open(single, "pt") as f:
+        return {k: SINGLE_FILE for k in f.keys()}
+
+
+def present_components(ckpt_dir: str) -> tuple[str, ...]:
+    """Components that have at least one tensor in the checkpoint."""
+    prefixes = {k.split(".", 1)[0] for k in _weight_map(os.fspath(ckpt_dir))}
+    return tuple(c for c in COMPONENTS if c in prefixes)
+
+
+def _describe(keys, limit: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
+    """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
+
+    components: subset of ("thinker", "talker", "code2wav"); default: every component the checkpoint holds.
+    Only the shards and keys of the requested components are read, so a Thinker-only load of the real model
+    never touches the Talker's or Code2Wav's bytes.
+    """
+    ckpt_dir = os.fspath(checkpoint_dir)
+    config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
+    weight_map = _weight_map(ckpt_dir)
+    components = present_components(ckpt_dir) if components is None else check_components(components)
+    if not components:
+        raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
+
+    with torch.device("meta"):           # shapes only: no memory until real tensors arrive
+        model = Qwen3Omni(config, components).to(dtype)
+
+    slots = {}                            # checkpoint key -> (our parameter name, expert index, shape)
+    for name, p in model.named_parameters():
+        for key, (e, shape) in checkpoint_slots(name, p.shape).items():
+            slots[key] = (name, e, shape)
+    wanted_prefixes = tuple(c + "." for c in components)
+    in_file = {k for k in weight_map if k.startswith(wanted_prefixes)}
+    missing, unexpected = set(slots) - in_file, in_file - set(slots)
+    if missing or unexpected:
+        lines = [f"{ckpt_dir} does not match its config.json for components {components}:"]
+        if missing:
+            lines.append(f"  missing {len(missing)} key(s): {_describe(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)} key(s): {_describe(unexpected)}")
+        lines.append("  Is config.json the one saved with these weights? Was the checkpoint truncated?")
+        raise CheckpointError("\n".join(lines))
+
+    by_file = defaultdict(list)
+    for key in in_file:
+        by_file[weight_map[key]].append(key)
+    wrong = []
+    for fname, keys in sorted(by_file.items()):
+        with safe_open(os.path.join(ckpt_dir, fname), "pt") as f:
+            for key in sorted(keys):
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != slots[key][2]:
+                    wrong.append(f"{key} {shape} (config says {slots[key][2]})")
+    if wrong:
+        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape for config.json: "
+                              + _describe(wrong))
+
+    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at one model
+    # (stacking experts from a separate dict would briefly hold them twice, 60 GB extra for the real Thinker).
+    model.to_empty(device="cpu")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for fname, keys in sorted(by_file.items()):
+            with safe_open(os.path.join(ckpt_dir, fname), "pt") as f:
+                for key in keys:
+                    name, e, _ = slots[key]
+                    target = params[name] if e is None else params[name][e]
+                    target.copy_(f.get_tensor(key))
+    _rebuild_buffers(model)
+    return model.eval()
+
+
+def _rebuild_buffers(model: Qwen3Omni) -> None:
+    """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and left
+    uninitialised by the meta-device build: each owning module recomputes its own."""
+    for module in model.modules():
+        if hasattr(module, "reset_buffers"):
+            module.reset_buffers()
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+
+def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> list[str]:
+    """Write config.json and the weights in HF's layout, sharded (with an index) above `max_shard_bytes`."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    model.config.save(out_dir)
+    tensors = to_checkpoint({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    shards, current, size = [], {}, 0
+    for key in sorted(tensors):
+        nbytes = tensors[key].numel() * tensors[key].element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = tensors[key]
+        size += nbytes
+    shards.append(current)
+    for stale in (SINGLE_FILE, INDEX_FILE):
+        if os.path.exists(os.path.join(out_dir, stale)):
+            os.remove(os.path.join(out_dir, stale))
+    if len(shards) == 1:
+        save_file(shards[0], os.path.join(out_dir, SINGLE_FILE), metadata={"format": "pt"})
+        return [SINGLE_FILE]
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        save_file(shard, os.path.join(out_dir, name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+    return names

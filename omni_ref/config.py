@@ -1,0 +1,601 @@
+"""Configs as plain dataclasses, read from and written to a Hugging Face ``config.json``.
+
+Mirrors ``transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe`` (Qwen3OmniMoeConfig and its
+sub-configs). Field names are HF's, so a ``config.json`` written by ``save_pretrained`` reads straight in and
+what we write reads straight back into HF. What we add is validation: a value that cannot build a working
+model (more experts per token than experts, heads that do not divide the width, a rotary split that does not
+cover the head) is refused here, with the field named, instead of failing later deep inside a matmul.
+
+The tree (Qwen3-Omni Technical Report, arXiv 2509.17765, section 2: Thinker-Talker architecture):
+
+    OmniConfig
+      thinker_config: ThinkerConfig      audio_config (AuT), vision_config, text_config (MoE decoder)
+      talker_config:  TalkerConfig       text_config (MoE decoder + shared expert), code_predictor_config (MTP)
+      code2wav_config: Code2WavConfig    codec vocoder
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Keys every HF config.json carries for HF's own bookkeeping. They say nothing about the architecture, so we
+# accept and drop them. Any other key we do not know is refused (strict=True): a typo such as
+# "num_expert" would otherwise be silently ignored and the model built with the default.
+HF_BOOKKEEPING_KEYS = frozenset({
+    "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype", "id2label",
+    "label2id", "is_encoder_decoder", "output_hidden_states", "output_attentions", "problem_type",
+    "return_dict", "transformers_version", "model_type", "use_return_dict", "_attn_implementation_autoset",
+    "tokenizer_class", "prefix", "task_specific_params", "finetuning_task", "pruned_heads",
+    "tf_legacy_loss", "torchscript", "use_bfloat16", "add_cross_attention", "cross_attention_hidden_size",
+    "decoder_start_token_id", "sep_token_id", "tie_encoder_decoder", "is_decoder",
+})
+
+KNOWN_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu", "quick_gelu")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot describe a working Qwen3-Omni model. The message names the field."""
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+@dataclass
+class _HFConfig:
+    """Shared read/write logic. Subclasses declare HF's fields and may name nested sub-configs."""
+
+    model_type: ClassVar[str] = ""
+    sub_configs: ClassVar[dict[str, type]] = {}
+    # HF sometimes renames a field on the way out (attribute_map); we accept both names when reading.
+    aliases: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], strict: bool = True, where: str | None = None, _nested: bool = False):
+        where = where or cls.__name__
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs, unknown = {}, []
+        for key, value in d.items():
+            key = cls.aliases.get(key, key)
+            if key in cls.sub_configs:
+                sub = cls.sub_configs[key]
+                kwargs[key] = value if isinstance(value, sub) else sub.from_dict(
+                    value or {}, strict=strict, where=f"{where}.{key}", _nested=True)
+            elif key in names:
+                kwargs[key] = value
+            elif key not in HF_BOOKKEEPING_KEYS:
+                unknown.append(key)
+        if unknown and strict:
+            raise ConfigError(
+                f"{where}: unknown key(s) {sorted(unknown)}. Check the spelling against HF's "
+                f"{cls.__name__} fields, or pass strict=False to ignore them.")
+        for key, sub in cls.sub_configs.items():
+            kwargs.setdefault(key, sub())
+        cfg = cls(**kwargs)
+        if not _nested:   # the outermost call validates the whole tree once
+            cfg.validate(where)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, _HFConfig) else _plain(value)
+        if self.model_type:
+            out["model_type"] = self.model_type
+        return out
+
+    def validate(self, where: str) -> None:  # overridden where there is something to check
+        for key in self.sub_configs:
+            getattr(self, key).validate(f"{where}.{key}")
+
+    def replace(self, **changes):
+        """A copy with some fields changed, validated again."""
+        new = dataclasses.replace(self, **changes)
+        new.validate(type(self).__name__)
+        return new
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _check_decoder(cfg, where: str) -> None:
+    """Checks shared by every decoder-only transformer config (Thinker text, Talker text, MTP)."""
+    _check(cfg.num_attention_heads > 0 and cfg.num_key_value_heads > 0, where, "head counts must be positive")
+    _check(cfg.num_attention_heads % cfg.num_key_value_heads == 0, where,
+           f"num_attention_heads={cfg.num_attention_heads} is not a multiple of "
+           f"num_key_value_heads={cfg.num_key_value_heads} (grouped-query attention shares each K/V head "
+           f"among a whole number of query heads)")
+    _check(cfg.head_dim is None or (cfg.head_dim > 0 and cfg.head_dim % 2 == 0), where,
+           f"head_dim={cfg.head_dim} must be a positive even number (rotary embedding rotates pairs)")
+    _check(cfg.hidden_act in KNOWN_ACTIVATIONS, where,
+           f"hidden_act={cfg.hidden_act!r} is not one of {KNOWN_ACTIVATIONS}")
+    rope = cfg.rope_parameters or {}
+    _check(rope.get("rope_type", "default") == "default", where,
+           f"rope_parameters.rope_type={rope.get('rope_type')!r}: only 'default' rotary is used by Qwen3-Omni")
+    section = rope.get("mrope_section")
+    if section is not None:
+        half = cfg.resolved_head_dim // 2
+        _check(len(section) == 3 and sum(section) == half, where,
+               f"rope_parameters.mrope_section={list(section)} must have 3 entries (time, height, width) "
+               f"summing to head_dim // 2 = {half}")
+
+
+def _check_moe(cfg, where: str) -> None:
+    _check(cfg.num_experts > 0, where, "num_experts must be positive")
+    _check(0 < cfg.num_experts_per_tok <= cfg.num_experts, where,
+           f"num_experts_per_tok={cfg.num_experts_per_tok} must be between 1 and num_experts={cfg.num_experts}")
+    _check(cfg.decoder_sparse_step >= 1, where, "decoder_sparse_step must be >= 1")
+    bad = [i for i in cfg.mlp_only_layers if not 0 <= i < cfg.num_hidden_layers]
+    _check(not bad, where, f"mlp_only_layers {bad} are outside 0..{cfg.num_hidden_layers - 1}")
+
+
+class _DecoderMixin:
+    @property
+    def resolved_head_dim(self) -> int:
+        """HF falls back to hidden_size // num_attention_heads when head_dim is absent. The real Thinker sets it
+        explicitly (128) and it is NOT hidden_size / heads (2048 / 32 = 64): attention is wider than the stream."""
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    def is_moe_layer(self, i: int) -> bool:
+        """HF rule: a layer is sparse unless listed in mlp_only_layers, every decoder_sparse_step-th layer."""
+        if i in getattr(self, "mlp_only_layers", [i]):
+            return False
+        return getattr(self, "num_experts", 0) > 0 and (i + 1) % self.decoder_sparse_step == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Thinker
+
+
+@dataclass
+class AudioEncoderConfig(_HFConfig):
+    """AuT audio encoder (HF Qwen3OmniMoeAudioEncoderConfig; report section 2.2)."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_audio_encoder"
+    aliases: ClassVar[dict[str, str]] = {"num_hidden_layers": "encoder_layers", "hidden_size": "d_model",
+                                         "num_attention_heads": "encoder_attention_heads",
+                                         "intermediate_size": "encoder_ffn_dim"}
+    num_mel_bins: int = 128
+    encoder_layers: int = 32
+    encoder_attention_heads: int = 20
+    encoder_ffn_dim: int = 5120
+    d_model: int = 1280
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_function: str = "gelu"
+    activation_dropout: float = 0.0
+    scale_embedding: bool = False
+    initializer_range: float = 0.02
+    max_source_positions: int = 1500
+    n_window: int = 50              # a conv chunk is 2 * n_window mel frames (1 s)
+    output_dim: int = 3584           # = the Thinker's hidden size
+    n_window_infer: int = 800        # attention window in mel frames (8 s)
+    conv_chunksize: int = 500
+    downsample_hidden_size: int = 480
+
+    def validate(self, where: str) -> None:
+        _check(self.d_model % self.encoder_attention_heads == 0, where,
+               f"d_model={self.d_model} is not divisible by encoder_attention_heads={self.encoder_attention_heads}")
+        _check(self.d_model % 2 == 0, where, f"d_model={self.d_model} must be even (sinusoidal positions)")
+        _check(self.activation_function in KNOWN_ACTIVATIONS, where,
+               f"activation_function={self.activation_function!r} is not one of {KNOWN_ACTIVATIONS}")
+        chunk = 2 * self.n_window
+        _check(self.n_window_infer % chunk == 0, where,
+               f"n_window_infer={self.n_window_infer} must be a multiple of 2 * n_window = {chunk}")
+
+    @property
+    def freq_after_convs(self) -> int:
+        """Mel bins left after three stride-2 convolutions (128 -> 64 -> 32 -> 16)."""
+        f = self.num_mel_bins
+        for _ in range(3):
+            f = (f + 1) // 2
+        return f
+
+
+@dataclass
+class VisionEncoderConfig(_HFConfig):
+    """Vision tower (HF Qwen3OmniMoeVisionEncoderConfig; SigLIP2-style ViT with deepstack)."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_vision_encoder"
+    aliases: ClassVar[dict[str, str]] = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
+    depth: int = 27
+    hidden_size: int = 1152
+    hidden_act: str = "gelu_pytorch_tanh"
+    intermediate_size: int = 4304
+    num_heads: int = 16
+    in_channels: int = 3
+    patch_size: int = 16
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    out_hidden_size: int = 3584
+    num_position_embeddings: int = 2304
+    deepstack_visual_indexes: list[int] = field(default_factory=lambda: [8, 16, 24])
+    initializer_range: float = 0.02
+    rope_parameters: dict | None = None
+    # Present in the published config.json; kept so a round trip loses nothing. Not used by the model code.
+    spatial_patch_size: int | None = None
+    image_size: int | None = None
+    apply_vit_abs_pos_embed: bool | None = None
+    tokens_per_second: int | None = None
+
+    def validate(self, where: str) -> None:
+        _check(self.hidden_size % self.num_heads == 0, where,
+               f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        _check((self.hidden_size // self.num_heads) % 4 == 0, where,
+               "the head dim must be a multiple of 4 (2D rotary splits it between rows and columns)")
+        side = round(self.num_position_embeddings ** 0.5)
+        _check(side * side == self.num_position_embeddings, where,
+               f"num_position_embeddings={self.num_position_embeddings} must be a square number "
+               f"(a side x side grid of learned positions that is interpolated to each image)")
+        bad = [i for i in self.deepstack_visual_indexes if not 0 <= i < self.depth]
+        _check(not bad, where, f"deepstack_visual_indexes {bad} are outside 0..{self.depth - 1}")
+        _check(self.hidden_act in KNOWN_ACTIVATIONS, where,
+               f"hidden_act={self.hidden_act!r} is not one of {KNOWN_ACTIVATIONS}")
+
+
+@dataclass
+class TextConfig(_DecoderMixin, _HFConfig):
+    """The Thinker's MoE text decoder (HF Qwen3OmniMoeTextConfig)."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_text"
+    vocab_size: int = 3584
+    hidden_size: int = 2048
+    intermediate_size: int = 18944
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 28
+    num_key_value_heads: int = 4
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 32768
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    rope_parameters: dict | None = None
+    attention_bias: bool = False
+    sliding_window: int | None = None
+    attention_dropout: float = 0.0
+    decoder_sparse_step: int = 1
+    moe_intermediate_size: int = 768
+    num_experts_per_tok: int = 8
+    num_experts: int = 128
+    norm_topk_prob: bool = True
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    mlp_only_layers: list[int] = field(default_factory=list)
+    shared_expert_intermediate_size: int = 0   # in the published config; the Thinker has no shared expert
+    use_qk_norm: bool = True
+    tie_word_embeddings: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def validate(self, where: str) -> None:
+        _check_decoder(self, where)
+        _check_moe(self, where)
+        _check(self.shared_expert_intermediate_size == 0, where,
+               "the Thinker has no shared expert: shared_expert_intermediate_size must be 0")
+
+
+@dataclass
+class ThinkerConfig(_HFConfig):
+    """HF Qwen3OmniMoeThinkerConfig: the encoders, the text decoder, and the multimodal token ids."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_thinker"
+    sub_configs: ClassVar[dict[str, type]] = {"audio_config": AudioEncoderConfig,
+                                              "vision_config": VisionEncoderConfig,
+                                              "text_config": TextConfig}
+    audio_config: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    vision_config: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    text_config: TextConfig = field(default_factory=TextConfig)
+    position_id_per_seconds: int = 25
+    seconds_per_chunk: int | None = None
+    audio_start_token_id: int = 151647
+    audio_end_token_id: int | None = None
+    user_token_id: int = 872
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    audio_token_id: int = 151646
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int | None = None
+    vision_end_token_id: int | None = None
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        h = self.text_config.hidden_size
+        _check(self.audio_config.output_dim == h, where,
+               f"audio_config.output_dim={self.audio_config.output_dim} must equal text_config.hidden_size={h} "
+               f"(audio tokens are written into the text embedding stream)")
+        _check(self.vision_config.out_hidden_size == h, where,
+               f"vision_config.out_hidden_size={self.vision_config.out_hidden_size} must equal "
+               f"text_config.hidden_size={h}")
+        n_deep, n_layers = len(self.vision_config.deepstack_visual_indexes), self.text_config.num_hidden_layers
+        _check(n_deep <= n_layers, where,
+               f"{n_deep} deepstack features need at least {n_deep} text layers, have {n_layers}")
+        vocab = self.text_config.vocab_size
+        for name in ("audio_token_id", "image_token_id", "video_token_id", "audio_start_token_id"):
+            _check(0 <= getattr(self, name) < vocab, where,
+                   f"{name}={getattr(self, name)} is outside the vocabulary (vocab_size={vocab})")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Talker
+
+
+@dataclass
+class TalkerTextConfig(_DecoderMixin, _HFConfig):
+    """The Talker's MoE decoder (HF Qwen3OmniMoeTalkerTextConfig). Unlike the Thinker it has a shared expert."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_talker_text"
+    aliases: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}  # HF writes num_local_experts
+    vocab_size: int = 3072
+    hidden_size: int = 1024
+    intermediate_size: int = 2048     # width of the Thinker->Talker projection MLPs, not of an expert
+    num_hidden_layers: int = 20
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 2
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 32768
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    rope_parameters: dict | None = None
+    attention_bias: bool = False
+    sliding_window: int | None = None
+    attention_dropout: float = 0.0
+    decoder_sparse_step: int = 1
+    moe_intermediate_size: int = 384
+    shared_expert_intermediate_size: int = 768
+    num_experts_per_tok: int = 8
+    num_experts: int = 128
+    norm_topk_prob: bool = False
+    output_router_logits: bool = False
+    router_aux_loss_coef: float = 0.001
+    mlp_only_layers: list[int] = field(default_factory=list)
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def validate(self, where: str) -> None:
+        _check_decoder(self, where)
+        _check_moe(self, where)
+        _check(self.shared_expert_intermediate_size > 0, where,
+               "the Talker's MoE blocks carry a shared expert: shared_expert_intermediate_size must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["num_local_experts"] = out["num_experts"]   # the name HF's attribute_map reads
+        return out
+
+
+@dataclass
+class CodePredictorConfig(_DecoderMixin, _HFConfig):
+    """The MTP residual-code predictor (HF Qwen3OmniMoeTalkerCodePredictorConfig): a small dense decoder."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_talker_code_predictor"
+    vocab_size: int = 2048
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 5
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int | None = 128
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 32768
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    rope_parameters: dict | None = None
+    attention_bias: bool = False
+    sliding_window: int | None = None
+    max_window_layers: int = 28
+    layer_types: list[str] | None = None
+    attention_dropout: float = 0.0
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    num_code_groups: int = 32
+
+    def validate(self, where: str) -> None:
+        _check_decoder(self, where)
+        _check(self.sliding_window is None, where, "the code predictor uses full attention: sliding_window must be null")
+        _check(self.num_code_groups >= 2, where, "num_code_groups must be >= 2 (codebook 0 plus residuals)")
+
+
+@dataclass
+class TalkerConfig(_HFConfig):
+    """HF Qwen3OmniMoeTalkerConfig: the codec-token decoder, the MTP module and the codec control ids."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe_talker"
+    sub_configs: ClassVar[dict[str, type]] = {"text_config": TalkerTextConfig,
+                                              "code_predictor_config": CodePredictorConfig}
+    text_config: TalkerTextConfig = field(default_factory=TalkerTextConfig)
+    code_predictor_config: CodePredictorConfig = field(default_factory=CodePredictorConfig)
+    num_code_groups: int = 32
+    thinker_hidden_size: int = 2048
+    codec_eos_token_id: int = 4198
+    accept_hidden_layer: int = 18
+    codec_nothink_id: int = 4203
+    codec_think_bos_id: int = 4204
+    codec_think_eos_id: int = 4205
+    codec_pad_id: int = 4196
+    codec_bos_id: int = 4197
+    audio_token_id: int = 151646
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    position_id_per_seconds: int = 25
+    audio_start_token_id: int = 151669
+    audio_end_token_id: int | None = None
+    speaker_id: dict[str, int] | None = None
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = False
+    spatial_merge_size: int = 2           # read by HF's Talker for its position ids; absent from HF's dataclass
+    seconds_per_chunk: int | None = None
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        _check(self.num_code_groups == self.code_predictor_config.num_code_groups, where,
+               f"num_code_groups={self.num_code_groups} differs from code_predictor_config.num_code_groups="
+               f"{self.code_predictor_config.num_code_groups}")
+
+    def check_codec_ids(self, where: str = "talker_config") -> None:
+        """Rules HF's speech generation relies on, checked before generating speech (not at load: a checkpoint
+        used for text only, like HF's own tiny test configs, need not follow them)."""
+        vocab, codebook = self.text_config.vocab_size, self.code_predictor_config.vocab_size
+        _check(vocab - 1024 == codebook, where,
+               f"talker vocab_size={vocab} must be codebook size ({codebook}) + 1024 control ids: HF's generate "
+               f"suppresses ids vocab-1024..vocab-1 so that only real codes are sampled")
+        ids = {k: getattr(self, k) for k in ("codec_pad_id", "codec_bos_id", "codec_eos_token_id",
+                                             "codec_nothink_id", "codec_think_bos_id", "codec_think_eos_id")}
+        ids.update({f"speaker_id[{k!r}]": v for k, v in (self.speaker_id or {}).items()})
+        for name, value in ids.items():
+            _check(codebook <= value < vocab, where,
+                   f"{name}={value} must be a control id in {codebook}..{vocab - 1} (above the codebook)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Code2Wav
+
+
+@dataclass
+class Code2WavConfig(_HFConfig):
+    """Codec vocoder (HF Qwen3OmniMoeCode2WavConfig; report section 2.5)."""
+
+    model_type: ClassVar[str] = ""   # HF writes no model_type for this sub-config
+    codebook_size: int = 2048
+    hidden_size: int = 1024
+    max_position_embeddings: int = 8000
+    rope_parameters: dict | None = None
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 16
+    attention_bias: bool = False
+    sliding_window: int = 72
+    intermediate_size: int = 3072
+    hidden_act: str = "silu"
+    layer_scale_initial_scale: float = 0.01
+    rms_norm_eps: float = 1e-5
+    num_hidden_layers: int = 8
+    num_quantizers: int = 16
+    upsample_rates: list[int] = field(default_factory=lambda: [8, 5, 4, 3])
+    upsampling_ratios: list[int] = field(default_factory=lambda: [2, 2])
+    decoder_dim: int = 1536
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+    # In the published config; describe the codec's encoder side, which is not part of this checkpoint.
+    num_semantic_quantizers: int | None = None
+    semantic_codebook_size: int | None = None
+    codebook_dim: int | None = None
+    vector_quantization_hidden_dimension: int | None = None
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Waveform samples per codec frame: the product of every upsampling stage (2*2*8*5*4*3 = 1920)."""
+        n = 1
+        for r in list(self.upsampling_ratios) + list(self.upsample_rates):
+            n *= r
+        return n
+
+    def validate(self, where: str) -> None:
+        _check(self.hidden_size % self.num_attention_heads == 0, where,
+               f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
+        _check(self.num_attention_heads % self.num_key_value_heads == 0, where,
+               "num_attention_heads must be a multiple of num_key_value_heads")
+        k = 2 ** len(self.upsample_rates)
+        _check(self.decoder_dim % k == 0, where,
+               f"decoder_dim={self.decoder_dim} must be divisible by 2**len(upsample_rates) = {k}: each decoder "
+               f"block halves the channels")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The whole model
+
+
+@dataclass
+class OmniConfig(_HFConfig):
+    """HF Qwen3OmniMoeConfig: Thinker + Talker + Code2Wav, plus the chat-format token ids the Talker needs."""
+
+    model_type: ClassVar[str] = "qwen3_omni_moe"
+    sub_configs: ClassVar[dict[str, type]] = {"thinker_config": ThinkerConfig, "talker_config": TalkerConfig,
+                                              "code2wav_config": Code2WavConfig}
+    thinker_config: ThinkerConfig = field(default_factory=ThinkerConfig)
+    talker_config: TalkerConfig = field(default_factory=TalkerConfig)
+    code2wav_config: Code2WavConfig = field(default_factory=Code2WavConfig)
+    enable_audio_output: bool = True
+    im_start_token_id: int = 151644
+    im_end_token_id: int = 151645
+    tts_pad_token_id: int = 151671
+    tts_bos_token_id: int = 151672
+    tts_eos_token_id: int = 151673
+    system_token_id: int = 8948
+    user_token_id: int = 872
+    assistant_token_id: int = 77091
+    initializer_range: float | None = None
+    tie_word_embeddings: bool = False
+
+    def validate(self, where: str = "OmniConfig") -> None:
+        super().validate(where)
+        talker, thinker, c2w = self.talker_config, self.thinker_config, self.code2wav_config
+        _check(talker.thinker_hidden_size == thinker.text_config.hidden_size, where,
+               f"talker_config.thinker_hidden_size={talker.thinker_hidden_size} must equal "
+               f"thinker_config.text_config.hidden_size={thinker.text_config.hidden_size}")
+        _check(0 <= talker.accept_hidden_layer <= thinker.text_config.num_hidden_layers, where,
+               f"talker_config.accept_hidden_layer={talker.accept_hidden_layer} must be a Thinker layer index "
+               f"0..{thinker.text_config.num_hidden_layers}")
+        _check(c2w.num_quantizers == talker.num_code_groups, where,
+               f"code2wav_config.num_quantizers={c2w.num_quantizers} must equal talker_config.num_code_groups="
+               f"{talker.num_code_groups}: every codec frame carries one code per group")
+        _check(c2w.codebook_size == talker.code_predictor_config.vocab_size, where,
+               f"code2wav_config.codebook_size={c2w.codebook_size} must equal the code predictor's vocab_size="
+               f"{talker.code_predictor_config.vocab_size}")
+        vocab = thinker.text_config.vocab_size
+        for name in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id", "tts_bos_token_id",
+                     "tts_eos_token_id", "system_token_id", "user_token_id", "assistant_token_id"):
+            _check(0 <= getattr(self, name) < vocab, where,
+                   f"{name}={getattr(self, name)} is outside the Thinker vocabulary (vocab_size={vocab})")
+
+    # -- files ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, strict: bool = True) -> "OmniConfig":
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"no config.json at {path}. Point omni_ref at a checkpoint directory written by HF "
+                f"save_pretrained or by omni_ref.presets.write_checkpoint(name, out_dir).")
+        with open(path) as f:
+            d = json.load(f)
+        if d.get("model_type", "qwen3_omni_moe") != "qwen3_omni_moe":
+            raise ConfigError(f"{path}: model_type={d.get('model_type')!r}; omni_ref reads only 'qwen3_omni_moe'")
+        return cls.from_dict(d, strict=strict, where="config.json")
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        d = self.to_dict()
+        d["architectures"] = ["Qwen3OmniMoeForConditionalGeneration"]
+        if d["initializer_range"] is None:
+            d.pop("initializer_range")
+        return d
+
+    def save(self, out_dir: str | os.PathLike) -> str:
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(os.fspath(out_dir), "config.json")
+        with open(path, "w") as f:
+            json.dump(self.to_hf_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        return path

@@ -1,0 +1,70 @@
+"""`python -m omni_ref.env_check`: one OK/FAIL line per dependency, for bug reports.
+
+The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this check and the
+install can never disagree about what the right versions are.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import platform
+import re
+import sys
+
+# distribution name -> module to import (import proves more than an installed version number)
+IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
+                "numpy": "numpy", "safetensors": "safetensors", "tokenizers": "tokenizers",
+                "soundfile": "soundfile", "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets",
+                "ipykernel": "ipykernel", "nbconvert": "nbconvert", "matplotlib": "matplotlib",
+                "nbval": "nbval", "pytest": "pytest"}
+
+
+def pins() -> dict[str, tuple[str, bool]]:
+    """name -> (pinned version, needed for omni_ref itself rather than only for tests and notebooks)."""
+    out = {}
+    for req in md.requires("omni-ref") or []:
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*(;.*)?$", req)
+        if m:
+            out[m[1].lower()] = (m[2], "extra" not in (m[3] or ""))
+    return out
+
+
+def check() -> list[tuple[bool, str]]:
+    rows = []
+    ok_py = sys.version_info[:2] == (3, 11)
+    rows.append((ok_py, f"python {platform.python_version()} (want 3.11)"))
+    for name, (want, core) in sorted(pins().items()):
+        try:
+            have = md.version(name)
+        except md.PackageNotFoundError:
+            rows.append((False, f"{name}: not installed (want =={want}){'' if core else ' [dev]'}"))
+            continue
+        try:
+            importlib.import_module(IMPORT_NAMES.get(name, name))
+            err = ""
+        except Exception as e:  # a broken install (e.g. torchvision beside a mismatched torch) shows here
+            err = f", import fails: {type(e).__name__}: {e}"
+        ok = have == want and not err
+        rows.append((ok, f"{name} {have}" + ("" if have == want else f" (want =={want})") + err))
+    return rows
+
+
+def main() -> int:
+    try:
+        rows = check()
+    except md.PackageNotFoundError:
+        print("FAIL omni-ref is not installed: run `make test` or `pip install -e .[dev]`")
+        return 1
+    for ok, line in rows:
+        print(("OK   " if ok else "FAIL ") + line)
+    try:
+        import torch
+        print(f"info torch threads={torch.get_num_threads()} cuda={torch.cuda.is_available()} "
+              f"platform={platform.platform()} machine={platform.machine()}")
+    except ImportError:
+        pass
+    return 0 if all(ok for ok, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
