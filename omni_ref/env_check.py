@@ -14,7 +14,7 @@ import sys
 # distribution name -> module to import (import proves more than an installed version number)
 IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
                 "numpy": "numpy", "safetensors": "safetensors", "tokenizers": "tokenizers",
-                "soundfile": "soundfile", "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets",
+                "soundfile": "soundfile", "jinja2": "jinja2", "pillow": "PIL", "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets",
                 "ipykernel": "ipykernel", "nbconvert": "nbconvert", "matplotlib": "matplotlib",
                 "nbval": "nbval", "pytest": "pytest"}
 
