@@ -12,7 +12,94 @@ Qwen3OmniMoeThinkerTextDecoderLayer. Parameter names follow HF's checkpoint keys
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,                                               # exact erf form
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+}
+
+
+# ---- rotary position embedding (Su et al. 2021, RoFormer) ---------------------------------------------------
+
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """Frequencies of the head_dim/2 rotating pairs: theta^(-2i/d), fastest first. (head_dim/2,)"""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+
+
+def rotary_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype=torch.float32):
+    """1D rotary tables for integer positions (B, T) -> cos, sin of shape (B, T, head_dim).
+
+    The angle table is duplicated along the last axis because `rotate_half` pairs dimension i with i + d/2."""
+    angles = positions[..., None].float() * inv_freq.float()      # (B, T, d/2)
+    angles = torch.cat([angles, angles], dim=-1)                  # (B, T, d)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last axis: a 90-degree turn of every pair (i, i + d/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair of x (B, heads, T, d) by its position's angle; cos, sin are (B, T, d)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+# ---- masks -------------------------------------------------------------------------------------------------
+
+def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tensor | None = None,
+                sliding_window: int | None = None, device=None) -> torch.Tensor:
+    """Additive attention mask (B or 1, 1, q_len, kv_len): 0 where a query may look, a huge negative elsewhere.
+
+    The queries are the last q_len of kv_len positions (earlier ones are in the KV cache). A key is visible if
+    it is not in the future, not padding (padding: (B, kv_len) with 1 = real token), and, with a sliding
+    window w, fewer than w positions back. We add finfo.min rather than -inf, as HF's eager path does, so that a
+    fully masked row (a padding query) gives a uniform softmax instead of NaN.
+    """
+    q_idx = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
+    k_idx = torch.arange(kv_len, device=device)[None, :]
+    allowed = k_idx <= q_idx                                       # (q_len, kv_len)
+    if sliding_window is not None:
+        allowed = allowed & (k_idx > q_idx - sliding_window)
+    allowed = allowed[None, None]                                  # (1, 1, q_len, kv_len)
+    if padding is not None:
+        allowed = allowed & padding[:, None, None, :].bool()      # (B, 1, q_len, kv_len)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class KVCache:
+    """Keys and values of every layer seen so far: list of (B, kv_heads, T, head_dim) pairs, grown by cat.
+
+    The simplest cache that is correct; HF's DynamicCache does the same. `length` is the number of cached
+    positions, i.e. where the next token's position starts in plain text decoding."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if layer == len(self.keys):                     # first call for this layer
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
+        return self.keys[layer], self.values[layer]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
 class RMSNorm(nn.Module):
@@ -22,6 +109,13 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 (a bf16 mean of squares loses too much), multiply by the weight in the input dtype.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
 
 
 class Attention(nn.Module):
@@ -40,9 +134,30 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
-        if qk_norm:  # normalises each head vector separately, so the weight has head_dim entries
-            self.q_norm = RMSNorm(head_dim, eps)
-            self.k_norm = RMSNorm(head_dim, eps)
+        self.q_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()   # per head: weight is (head_dim,)
+        self.k_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
+        self.last_probs: torch.Tensor | None = None    # filled when forward(..., keep_probs=True), for plots
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0, keep_probs: bool = False) -> torch.Tensor:
+        """x (B, T, hidden); cos, sin (B, T, head_dim) for these T positions; mask (B|1, 1, T, T_past + T)."""
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.heads, self.head_dim)).transpose(1, 2)     # (B, H, T, d)
+        k = self.k_norm(self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, d)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)               # (B, Hkv, T, d)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:                      # keys/values of earlier positions join the new ones
+            k, v = cache.update(layer, k, v)                                                       # (B, Hkv, S, d)
+        # Grouped-query attention: each K/V head serves heads // kv_heads query heads.
+        group = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)                # (B, H, S, d)
+        scores = q @ k.transpose(2, 3) * self.head_dim ** -0.5                                     # (B, H, T, S)
+        if mask is not None:
+            scores = scores + mask
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        self.last_probs = probs.detach() if keep_probs else None
+        out = (probs @ v).transpose(1, 2).reshape(B, T, self.heads * self.head_dim)               # (B, T, H*d)
+        return self.o_proj(out)
 
 
 class SwiGLU(nn.Module):
@@ -54,9 +169,15 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
 
 class DecoderLayer(nn.Module):
-    """One pre-norm transformer layer; `mlp` is a SwiGLU or a sparse MoE block."""
+    """One pre-norm transformer layer; `mlp` is a SwiGLU or a sparse MoE block.
+
+    An MoE block returns (output, routing statistics); the layer passes the statistics up (None when dense), so
+    a caller can plot routing without hooks."""
 
     def __init__(self, attn: Attention, mlp: nn.Module, hidden: int, eps: float):
         super().__init__()
@@ -64,6 +185,12 @@ class DecoderLayer(nn.Module):
         self.mlp = mlp
         self.input_layernorm = RMSNorm(hidden, eps)
         self.post_attention_layernorm = RMSNorm(hidden, eps)
+
+    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        out = self.mlp(self.post_attention_layernorm(x))
+        out, routing = out if isinstance(out, tuple) else (out, None)
+        return x + out, routing
 
 
 def decoder_layers(cfg, make_mlp) -> nn.ModuleList:
