@@ -5,9 +5,9 @@
     model = omni_ref.load("ckpt/tiny")
 """
 from . import config, presets
-from .checkpoint import CheckpointError, load, save
+from .checkpoint import CheckpointError, load, save, verify
 from .config import ConfigError, OmniConfig
 from .model import Qwen3Omni
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "presets", "config", "OmniConfig", "Qwen3Omni", "ConfigError", "CheckpointError"]
+__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "ConfigError", "CheckpointError"]

@@ -24,6 +24,7 @@ import json
 import os
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from safetensors import safe_open
@@ -89,13 +90,20 @@ def _describe(keys, limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
-    """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
+@dataclass
+class LoadPlan:
+    """What a load will do, worked out from config.json and the safetensors headers alone (no tensor read)."""
 
-    components: subset of ("thinker", "talker", "code2wav"); default: every component the checkpoint holds.
-    Only the shards and keys of the requested components are read, so a Thinker-only load of the real model
-    never touches the Talker's or Code2Wav's bytes.
-    """
+    config: OmniConfig
+    model: Qwen3Omni                                      # on the meta device
+    slots: dict[str, tuple[str, int | None, tuple]]       # checkpoint key -> (our parameter, expert index, shape)
+    by_file: dict[str, list[str]]                         # file -> the checkpoint keys to read from it
+
+
+def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
+           strict_config: bool = True) -> LoadPlan:
+    """Check a checkpoint against its config.json without reading any tensor: every expected key present, none
+    unexpected, every shape right. Raises CheckpointError listing the offending keys. Cheap even for 70 GB."""
     ckpt_dir = os.fspath(checkpoint_dir)
     config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
@@ -106,7 +114,7 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, st
     with torch.device("meta"):           # shapes only: no memory until real tensors arrive
         model = Qwen3Omni(config, components).to(dtype)
 
-    slots = {}                            # checkpoint key -> (our parameter name, expert index, shape)
+    slots = {}
     for name, p in model.named_parameters():
         for key, (e, shape) in checkpoint_slots(name, p.shape).items():
             slots[key] = (name, e, shape)
@@ -123,28 +131,44 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, st
         raise CheckpointError("\n".join(lines))
 
     by_file = defaultdict(list)
-    for key in in_file:
+    for key in sorted(in_file):
         by_file[weight_map[key]].append(key)
     wrong = []
     for fname, keys in sorted(by_file.items()):
-        with safe_open(os.path.join(ckpt_dir, fname), "pt") as f:
-            for key in sorted(keys):
+        path = os.path.join(ckpt_dir, fname)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{ckpt_dir}: shard {fname} named in {INDEX_FILE} is missing "
+                                  f"({len(keys)} of the requested tensors live there)")
+        with safe_open(path, "pt") as f:
+            for key in keys:
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != slots[key][2]:
                     wrong.append(f"{key} {shape} (config says {slots[key][2]})")
     if wrong:
         raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape for config.json: "
                               + _describe(wrong))
+    return LoadPlan(config, model, slots, dict(by_file))
 
+
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
+    """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
+
+    components: subset of ("thinker", "talker", "code2wav"); default: every component the checkpoint holds.
+    Only the shards and keys of the requested components are read, so a Thinker-only load of the real model
+    never touches the Talker's or Code2Wav's bytes.
+    """
+    ckpt_dir = os.fspath(checkpoint_dir)
+    plan = verify(ckpt_dir, components, dtype, strict_config)
+    model = plan.model
     # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at one model
     # (stacking experts from a separate dict would briefly hold them twice, 60 GB extra for the real Thinker).
     model.to_empty(device="cpu")
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for fname, keys in sorted(by_file.items()):
+        for fname, keys in plan.by_file.items():
             with safe_open(os.path.join(ckpt_dir, fname), "pt") as f:
                 for key in keys:
-                    name, e, _ = slots[key]
+                    name, e, _ = plan.slots[key]
                     target = params[name] if e is None else params[name][e]
                     target.copy_(f.get_tensor(key))
     _rebuild_buffers(model)

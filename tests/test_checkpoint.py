@@ -122,9 +122,8 @@ def test_thinker_only_reads_no_talker_or_code2wav_tensor(tiny_dir, tmp_path, mon
     os.remove(tmp_path / "code2wav.safetensors")
     monkeypatch.undo()
     omni_ref.load(tmp_path, components=("thinker",))
-    # ... and by default only the components present are loaded: the index still names the deleted shards, so
-    # the default asks for everything and fails with a clear error when it opens a missing shard.
-    with pytest.raises(FileNotFoundError):
+    # ... while the default (every component the index names) says which shard is gone.
+    with pytest.raises(CheckpointError, match="shard code2wav.safetensors named in model.safetensors.index.json is missing"):
         omni_ref.load(tmp_path)
 
 
