@@ -52,6 +52,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos[:, None] + rotate_half(x) * sin[:, None]
 
 
+# ---- attention inside segments (encoders) --------------------------------------------------------------------
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Bidirectional attention inside consecutive segments only: q, k, v (heads, T, d), `lengths` sum to T.
+
+    Tokens of different segments (audio windows, image frames) never see each other. Computing each segment on
+    its own is what HF's eager path does (its `cu_seqlens` are the cumulative `lengths`), and it costs
+    sum(len^2) instead of T^2 for one big block-diagonal mask."""
+    outs = []
+    for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1)):
+        scores = qs @ ks.transpose(1, 2) * qs.shape[-1] ** -0.5                  # (heads, len, len)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qs.dtype)
+        outs.append(probs @ vs)                                                  # (heads, len, d)
+    return torch.cat(outs, dim=1)                                                # (heads, T, d)
+
+
 # ---- masks -------------------------------------------------------------------------------------------------
 
 def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tensor | None = None,
