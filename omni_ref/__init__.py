@@ -8,6 +8,7 @@ from . import config, presets
 from .checkpoint import CheckpointError, load, save, verify
 from .config import ConfigError, OmniConfig
 from .model import Qwen3Omni
+from .processor import Processor
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "ConfigError", "CheckpointError"]
+__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "Processor", "ConfigError", "CheckpointError"]
