@@ -12,6 +12,7 @@ from torch import nn
 
 from .code2wav import Code2Wav
 from .config import OmniConfig
+from .generate import generate as _generate
 from .talker import Talker
 from .thinker import Thinker
 
@@ -36,6 +37,10 @@ class Qwen3Omni(nn.Module):
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         self.talker = Talker(config.talker_config) if "talker" in self.components else None
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
+
+    def generate(self, input_ids=None, **kwargs):
+        """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning (generate.py)."""
+        return _generate(self, input_ids, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         """(submodule, parameter count) rows, one per top-level part of each loaded component."""

@@ -2,16 +2,49 @@
 
 Qwen3-Omni report section 2.1. HF mirror: Qwen3OmniMoeThinkerForConditionalGeneration, whose checkpoint keys are
 `thinker.audio_tower.*`, `thinker.visual.*`, `thinker.model.*` (the text decoder) and `thinker.lm_head.*`.
+
+This module runs the text decoder: token embeddings -> N pre-norm layers (GQA attention with QK-norm and TM-RoPE,
+then a sparse MoE) -> RMSNorm -> lm_head. Merging audio/image/video features into the embedding stream arrives
+with issue 5; until then passing media inputs raises NotImplementedError. Placeholder token ids in `input_ids`
+without media are embedded like any other token, exactly as HF does.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .audio_encoder import AudioEncoder
 from .config import TextConfig, ThinkerConfig
-from .layers import RMSNorm, decoder_layers
-from .moe import moe_for
+from .layers import KVCache, RMSNorm, causal_mask, decoder_layers
+from .moe import RoutingStats, load_balancing_loss, moe_for
+from .rope import MultimodalRotary, arange_position_ids, as_3d_position_ids, text_position_ids
 from .vision_encoder import VisionEncoder
+
+MEDIA_INPUTS = ("input_features", "pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw",
+                "feature_attention_mask", "audio_feature_lengths", "video_second_per_grid", "mm_encoder_outputs")
+
+
+@dataclass
+class DecoderOutput:
+    last_hidden_state: torch.Tensor                     # (B, T, H) after the final norm
+    past_key_values: KVCache | None
+    hidden_states: tuple[torch.Tensor, ...] | None      # HF layout, see TextDecoder.forward
+    routing: list[RoutingStats | None]                  # one entry per layer (None for a dense layer)
+
+
+@dataclass
+class ThinkerOutput:
+    """HF's MoeCausalLMOutputWithPast fields we produce, plus `routing` (per-layer RoutingStats)."""
+    logits: torch.Tensor                                # (B, T, vocab)
+    past_key_values: KVCache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    routing: list[RoutingStats | None] | None = None
+    router_logits: tuple[torch.Tensor, ...] | None = None   # HF layout: per MoE layer, (B*T, E)
+    aux_loss: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
 
 
 class TextDecoder(nn.Module):
@@ -24,6 +57,39 @@ class TextDecoder(nn.Module):
         self.layers = decoder_layers(cfg, lambda i: moe_for(cfg, i))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
+    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, past_key_values: KVCache | None = None,
+                output_hidden_states: bool = False, visual_pos_masks: torch.Tensor | None = None,
+                deepstack_visual_embeds: list[torch.Tensor] | None = None) -> DecoderOutput:
+        """inputs_embeds (B, T, H); position_ids (3, B, T); attention_mask (B, past + T), 1 = real token.
+
+        Deepstack (report section 2.2): visual features from early vision-encoder layers are added to the
+        hidden states of visual positions (visual_pos_masks (B, T)) after decoder layers 0, 1, 2, ...
+
+        hidden_states, as HF returns them: (embeddings, output of layer 0, ..., output of layer N-2, final
+        normed output); the last layer's raw output is replaced by its normed version."""
+        B, T, _ = inputs_embeds.shape
+        past = past_key_values.length if past_key_values is not None else 0
+        if attention_mask is not None and attention_mask.shape != (B, past + T):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but must cover the cached and "
+                             f"new positions: (batch, past + seq) = {(B, past + T)}")
+        # The rotary tables are rebuilt per call (head_dim/2 numbers): a buffer made at construction would be left
+        # empty by checkpoint.load's meta-device build.
+        cos, sin = MultimodalRotary(self.config)(position_ids, inputs_embeds.dtype)   # (B, T, head_dim) each
+        mask = causal_mask(T, past + T, inputs_embeds.dtype, padding=attention_mask, device=inputs_embeds.device)
+        h = inputs_embeds
+        hidden, routing = [h], []
+        for i, layer in enumerate(self.layers):
+            h, stats = layer(h, cos, sin, mask, past_key_values, i)
+            routing.append(stats)
+            if deepstack_visual_embeds is not None and i < len(deepstack_visual_embeds):
+                h = h.clone()
+                h[visual_pos_masks] = h[visual_pos_masks] + deepstack_visual_embeds[i].to(h.dtype)
+            hidden.append(h)
+        out = self.norm(h)
+        hidden[-1] = out
+        return DecoderOutput(out, past_key_values, tuple(hidden) if output_hidden_states else None, routing)
+
 
 class Thinker(nn.Module):
     def __init__(self, cfg: ThinkerConfig):
@@ -34,5 +100,84 @@ class Thinker(nn.Module):
         self.model = TextDecoder(cfg.text_config)
         self.lm_head = nn.Linear(cfg.text_config.hidden_size, cfg.text_config.vocab_size, bias=False)
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("the Thinker forward pass arrives with issues 4 and 5 (decoder, encoders)")
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values: KVCache | None = None,
+                inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                use_cache: bool | None = None, output_router_logits: bool | None = None,
+                output_hidden_states: bool = False, use_audio_in_video: bool | None = None,
+                return_dict: bool = True, **media) -> ThinkerOutput:
+        """HF's Thinker keywords. input_ids (B, T) or inputs_embeds (B, T, H); attention_mask (B, past + T),
+        1 = real token; position_ids (B, T), (3, B, T) or (4, B, T), computed from the mask when absent;
+        past_key_values: a layers.KVCache, filled in place (a new one is made when use_cache, which defaults to
+        config.use_cache). return_dict is accepted for HF compatibility (the result is always a ThinkerOutput).
+
+        Unlike HF's Thinker, this forward keeps no state between calls (HF remembers `rope_deltas` from the last
+        prefill to place later tokens); the decoding loop in generate.py passes positions explicitly instead."""
+        inputs_embeds = self.embed(input_ids, inputs_embeds, use_audio_in_video=use_audio_in_video, **media)
+        B, T, _ = inputs_embeds.shape
+        text = self.config.text_config
+        use_cache = text.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = KVCache()
+        if position_ids is None:
+            past = past_key_values.length if past_key_values is not None else 0
+            position_ids = (text_position_ids(attention_mask)[..., -T:] if attention_mask is not None
+                            else arange_position_ids(B, T, past))
+        position_ids = as_3d_position_ids(position_ids)                            # (3, B, T)
+
+        dec = self.model(inputs_embeds, position_ids, attention_mask, past_key_values, output_hidden_states)
+        logits = self.lm_head(dec.last_hidden_state)                               # (B, T, vocab)
+
+        output_router_logits = text.output_router_logits if output_router_logits is None else output_router_logits
+        router_logits = aux_loss = loss = None
+        if output_router_logits:
+            router_logits = tuple(r.router_logits.reshape(B * T, -1) for r in dec.routing if r is not None)
+            # Only this call's tokens were routed: with a cache, the mask's last T columns describe them.
+            mask = attention_mask[:, -T:] if attention_mask is not None else None
+            aux_loss = load_balancing_loss(router_logits, text.num_experts, text.num_experts_per_tok, mask)
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels)
+            if aux_loss is not None:
+                loss = loss + text.router_aux_loss_coef * aux_loss
+        return ThinkerOutput(logits, past_key_values if use_cache else None, dec.hidden_states, dec.routing,
+                             router_logits, aux_loss, loss)
+
+    def embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+              use_audio_in_video: bool | None = None, **media) -> torch.Tensor:
+        """The decoder's input vectors (B, T, H): token embeddings, where issue 5 will write the audio / image /
+        video encoders' outputs over the placeholder positions."""
+        unknown = sorted(set(media) - set(MEDIA_INPUTS))
+        if unknown:
+            raise TypeError(f"Thinker.forward got unexpected keyword(s) {unknown}")
+        given = sorted(k for k, v in media.items() if v is not None)
+        if given:
+            raise NotImplementedError(
+                f"media inputs {given}: merging audio/image/video features into the Thinker arrives with issue 5 "
+                f"(encoders and TM-RoPE position ids). For now pass text only: input_ids / inputs_embeds.")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids (batch, seq) or inputs_embeds (batch, seq, hidden)")
+        if inputs_embeds is not None:
+            return inputs_embeds
+        vocab = self.config.text_config.vocab_size
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        bad = (input_ids < 0) | (input_ids >= vocab)
+        if bad.any():
+            raise ValueError(f"input_ids contain {int(input_ids[bad][0])}, outside the vocabulary 0..{vocab - 1} "
+                             f"of this checkpoint")
+        return self.model.embed_tokens(input_ids)                                  # (B, T, H)
+
+
+def token_modalities(input_ids: torch.Tensor, cfg: ThinkerConfig) -> dict[str, torch.Tensor]:
+    """Boolean masks (B, T) telling which positions hold audio, image or video placeholder tokens (where the
+    encoders' features go) and which are text (everything else, markers such as <|vision_start|> included)."""
+    audio, image, video = (input_ids == cfg.audio_token_id, input_ids == cfg.image_token_id,
+                           input_ids == cfg.video_token_id)
+    return {"text": ~(audio | image | video), "audio": audio, "image": image, "video": video}
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Next-token cross-entropy: position t predicts labels[t + 1]; labels equal to -100 are ignored (HF)."""
+    shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]                  # (B, T): target of each position
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                           ignore_index=ignore_index)
