@@ -6,8 +6,9 @@ Decoding with a KV cache has two phases (report section 2.1; the Thinker is a ca
     decode    one forward pass per new token: 1 position, attends to everything cached, appends its own K/V
 
 After each pass the last position's logits go through sampling.py (repetition penalty, temperature, top-k, top-p)
-to pick the next token. Positions: a left-padded row counts only its real tokens (rope.text_position_ids), and
-each new token takes the previous position + 1 on all three TM-RoPE axes, as HF's generate does.
+to pick the next token. Positions: the prompt gets its TM-RoPE ids (rope.multimodal_position_ids; a left-padded
+row counts only its real tokens), and each new token takes the previous position + 1 on all three axes, as HF's
+generate does.
 
 HF mirrors: GenerationMixin._sample (the loop), Qwen3OmniMoeThinkerForConditionalGeneration
 ._prepare_position_ids_for_generation (positions) and Qwen3OmniMoeForConditionalGeneration.generate (option
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 import torch
 
 from .layers import KVCache
-from .rope import text_position_ids
 from .sampling import SamplingOptions, StopState, choose_next, process_logits
 
 # HF's default for thinker_eos_token_id: Qwen's <|im_end|> id in the real vocabulary. Our tiny and demo
@@ -75,7 +75,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
         raise ValueError(f"attention_mask {tuple(mask.shape)} must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
     stop = StopState(B, eos_token_id, pad_token_id)
-    positions = text_position_ids(mask)                                  # (3, B, T); media prompts: issue 5
+    positions, _ = thinker.prompt_positions(input_ids, mask, **media)    # (3, B, T) TM-RoPE ids of the prompt
     cache = KVCache()
     sequences, hidden = input_ids, [] if output_hidden_states else None
     step_ids = input_ids
@@ -112,7 +112,8 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
     thinker_X=value is passed to the Thinker's loop as X (thinker_do_sample, thinker_temperature, thinker_top_k,
     thinker_top_p, thinker_repetition_penalty, thinker_pad_token_id, ...). return_audio=None means "speak if a
     Talker is loaded"; with return_audio=False the result is the Thinker's ids, prompt included, as HF returns
-    them: (batch, prompt + new tokens)."""
+    them: (batch, prompt + new tokens). use_audio_in_video is accepted for HF's signature; the prompt's tokens
+    already say whether a video carries its sound."""
     if return_audio is None and generation_mode is not None:
         return_audio = generation_mode != "text"
     has_talker = model.talker is not None and model.code2wav is not None and model.config.enable_audio_output
@@ -136,8 +137,6 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
             continue                                   # speech options: used only on the speech path
         else:
             thinker_kwargs.setdefault(key, value)      # attention_mask and media inputs go to the Thinker
-    if use_audio_in_video:
-        thinker_kwargs["use_audio_in_video"] = use_audio_in_video
 
     if return_audio:
         raise NotImplementedError("speech output (Talker + Code2Wav) is not built yet; call generate with "

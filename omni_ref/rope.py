@@ -12,9 +12,9 @@ and slow frequencies alike.
     axis:           T  H  W  T  H  W  ...  H      W     T ...  T   (leftover pairs follow time)
 
 HF mirror: Qwen3OmniMoeThinkerTextRotaryEmbedding (`recomposition_frequencies`) and, for text-only and
-left-padded batches, the text branch of `get_rope_index`. The multimodal `get_rope_index` (audio, image, video
-and audio-in-video position ids) belongs in this module too and arrives with issue 5; it returns the same
-(3, B, T) layout that `text_position_ids` returns here, so `multimodal_cos_sin` serves both.
+left-padded batches, the text branch of `get_rope_index`. `multimodal_position_ids` (HF's get_rope_index: audio,
+image, video and audio-in-video position ids) returns the same (3, B, T) layout that `text_position_ids` returns,
+so `multimodal_cos_sin` serves both.
 """
 from __future__ import annotations
 
@@ -110,3 +110,121 @@ def as_3d_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
         return position_ids
     raise ValueError(f"position_ids of shape {tuple(position_ids.shape)}: expected (batch, seq), (3, batch, seq) "
                      f"or (4, batch, seq)")
+
+
+# ---- multimodal position ids (TM-RoPE's get_rope_index) -------------------------------------------------
+def _run(length, start) -> torch.Tensor:
+    """(3, length) positions start, start+1, ... on all three axes: text, special tokens and audio."""
+    return torch.arange(length, dtype=torch.float32).expand(3, length) + start
+
+
+def _grid(t_values: torch.Tensor, grid_h: int, grid_w: int, start) -> torch.Tensor:
+    """(3, frames * h * w) positions of a merged image/video grid, frame by frame and row by row: time from
+    `t_values` (one per frame), height = row, width = column, all offset by `start`."""
+    n = len(t_values)
+    t = t_values.float().repeat_interleave(grid_h * grid_w)
+    h = torch.arange(grid_h, dtype=torch.float32).repeat_interleave(grid_w).repeat(n)
+    w = torch.arange(grid_w, dtype=torch.float32).repeat(grid_h * n)
+    return torch.stack([t, h, w]) + start
+
+
+def _by_time(video: torch.Tensor, audio: torch.Tensor) -> list:
+    """Audio-in-video: the video's and the audio's position columns merged in order of time (video first on
+    ties), the order in which the processor interleaved their tokens. Returns the blocks in that order."""
+    blocks, i, j = [], 0, 0
+    while i < video.shape[1] and j < audio.shape[1]:
+        if video[0, i] <= audio[0, j]:
+            blocks.append(video[:, i:i + 1])
+            i += 1
+        else:
+            blocks.append(audio[:, j:j + 1])
+            j += 1
+    return blocks + [rest for rest in (video[:, i:], audio[:, j:]) if rest.shape[1]]
+
+
+def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config,
+                            image_grid_thw=None, video_grid_thw=None, audio_feature_lengths=None,
+                            video_second_per_grid=None, use_audio_in_video: bool = False):
+    """TM-RoPE position ids of a prompt: (3, B, T) float, and per row the offset (B, 1) that decoding adds to
+    its plain token count (`rope_deltas`: the last position id + 1 minus the number of real tokens).
+
+    Report section 2.3; HF mirror: get_rope_index. Walking each row's real tokens left to right:
+      text, <start>/<end> marks  t = h = w = a running counter, +1 per token
+      audio                      the same: 12.5 Hz tokens are already in time order
+      image                      t = running counter; h, w = counter + the merged-grid row / column
+      video                      t = counter + frame time in seconds x position_id_per_seconds (13 per second in
+                                 the real model, so ids can be fractional), h, w as for an image
+      audio in video             the video's and the audio's columns merged by time, as the processor wove the
+                                 tokens (<|vision_start|><|audio_start|> ... <|audio_end|><|vision_end|>)
+    After a media run the counter restarts one past the largest id of the block added last (HF's rule).
+    Position ids are floats because video times can be fractional; padding positions stay 0.
+
+    A prompt with no image and no video gets plain text positions (`text_position_ids`), as in HF: audio
+    positions are consecutive anyway, only the value at padding positions differs (1 instead of 0).
+
+    `config` is the ThinkerConfig (token ids, merge size, position_id_per_seconds, the audio n_window); media
+    counters run across the batch, so grids and audio lengths are listed in prompt order, row after row.
+    """
+    from .audio_encoder import audio_token_count       # the encoder's own token-count rule
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if image_grid_thw is None and video_grid_thw is None:
+        pos = text_position_ids(attention_mask).float()
+        # HF takes the max over padding positions too (value 1): a row with one real token gets offset 1, not 0.
+        deltas = pos.max(0)[0].max(-1, keepdim=True)[0] + 1 - attention_mask.sum(-1, keepdim=True)
+        return pos, deltas
+    merge = config.vision_config.spatial_merge_size
+    per_second = config.position_id_per_seconds
+    vstart, astart = config.vision_start_token_id, config.audio_start_token_id
+    out = torch.zeros(3, *input_ids.shape)
+    deltas = []
+    counters = {"image": 0, "video": 0, "audio": 0}   # use_audio_in_video: the tokens already say so (HF asks)
+
+    def take(kind):
+        counters[kind] += 1
+        return counters[kind] - 1
+
+    for b in range(input_ids.shape[0]):
+        real = attention_mask[b].bool()
+        ids = input_ids[b][real].tolist()
+        blocks = []                                      # (3, n) position blocks in prompt order
+
+        def after_last():
+            return blocks[-1].max() + 1 if blocks else 0
+
+        st = 0                                           # index of the first token not yet given a position
+        while True:                                      # one media run (with the text before it) per pass
+            k = next((i for i in range(st, len(ids)) if ids[i] == astart or
+                      (ids[i] == vstart and i + 1 < len(ids)
+                       and ids[i + 1] in (config.image_token_id, config.video_token_id, astart))), None)
+            if k is None:
+                break
+            pos = after_last()
+            if k > st:
+                blocks.append(_run(k - st, pos))
+                pos += k - st
+            kind = ("audio" if ids[k] == astart else "image" if ids[k + 1] == config.image_token_id
+                    else "video" if ids[k + 1] == config.video_token_id else "audio_in_video")
+            marks = 2 if kind == "audio_in_video" else 1       # <vision_start><audio_start> ... both closed
+            blocks.append(_run(marks, pos))
+            pos += marks
+            n_media = 0
+            if kind in ("audio", "audio_in_video"):
+                n_audio = int(audio_token_count(audio_feature_lengths[take("audio")], config.audio_config.n_window))
+                audio = _run(n_audio, pos)
+                n_media += n_audio
+            if kind != "audio":
+                v = take("image" if kind == "image" else "video")
+                t, h, w = (image_grid_thw if kind == "image" else video_grid_thw)[v].tolist()
+                seconds = 1.0 if kind == "image" else float(video_second_per_grid[v])
+                grid = _grid(torch.arange(t) * seconds * per_second, h // merge, w // merge, pos)
+                n_media += t * h * w // merge ** 2
+            blocks += [audio] if kind == "audio" else [grid] if kind in ("image", "video") else _by_time(grid, audio)
+            blocks.append(_run(marks, after_last()))
+            st = k + 2 * marks + n_media
+        if st < len(ids):
+            blocks.append(_run(len(ids) - st, after_last()))
+        row = torch.cat(blocks, dim=1)
+        out[:, b, real] = row
+        deltas.append(row.max() + 1 - len(ids))
+    return out, torch.stack(deltas)[:, None]

@@ -3,10 +3,17 @@
 Qwen3-Omni report section 2.1. HF mirror: Qwen3OmniMoeThinkerForConditionalGeneration, whose checkpoint keys are
 `thinker.audio_tower.*`, `thinker.visual.*`, `thinker.model.*` (the text decoder) and `thinker.lm_head.*`.
 
-This module runs the text decoder: token embeddings -> N pre-norm layers (GQA attention with QK-norm and TM-RoPE,
-then a sparse MoE) -> RMSNorm -> lm_head. Merging audio/image/video features into the embedding stream arrives
-with issue 5; until then passing media inputs raises NotImplementedError. Placeholder token ids in `input_ids`
-without media are embedded like any other token, exactly as HF does.
+One forward pass:
+
+    token embeddings (B, T, H), with the encoders' outputs written over the placeholder positions:
+        audio   AuT(log-mel)             -> one vector per <|audio_pad|>
+        image   vision(patches)          -> one vector per <|image_pad|>, plus deepstack features
+        video   vision(frame patches)    -> one vector per <|video_pad|>, plus deepstack features
+    TM-RoPE position ids (rope.multimodal_position_ids) for the whole prompt
+    N pre-norm layers (GQA attention with QK-norm, sparse MoE); after layer i < 3 the i-th deepstack feature is
+    added at the visual positions -> RMSNorm -> lm_head -> logits (B, T, vocab)
+
+Placeholder ids in `input_ids` without media inputs are embedded like any other token, as HF does.
 """
 from __future__ import annotations
 
@@ -20,11 +27,21 @@ from .audio_encoder import AudioEncoder
 from .config import TextConfig, ThinkerConfig
 from .layers import KVCache, RMSNorm, causal_mask, decoder_layers
 from .moe import RoutingStats, load_balancing_loss, moe_for
-from .rope import MultimodalRotary, arange_position_ids, as_3d_position_ids, text_position_ids
+from .audio_encoder import pack_padded_features
+from .rope import (MultimodalRotary, arange_position_ids, as_3d_position_ids, multimodal_position_ids,
+                   text_position_ids)
 from .vision_encoder import VisionEncoder
 
 MEDIA_INPUTS = ("input_features", "pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw",
-                "feature_attention_mask", "audio_feature_lengths", "video_second_per_grid", "mm_encoder_outputs")
+                "feature_attention_mask", "audio_feature_lengths", "video_second_per_grid")
+
+
+@dataclass
+class Embedded:
+    """The decoder's input: embeddings with media merged in, and where and what deepstack adds."""
+    inputs_embeds: torch.Tensor                          # (B, T, H)
+    visual_pos_masks: torch.Tensor | None = None         # (B, T) True at image and video positions
+    deepstack: list[torch.Tensor] | None = None          # per deepstack level: (visual positions, H), in order
 
 
 @dataclass
@@ -67,7 +84,8 @@ class TextDecoder(nn.Module):
         hidden states of visual positions (visual_pos_masks (B, T)) after decoder layers 0, 1, 2, ...
 
         hidden_states, as HF returns them: (embeddings, output of layer 0, ..., output of layer N-2, final
-        normed output); the last layer's raw output is replaced by its normed version."""
+        normed output); the last layer's raw output is replaced by its normed version, and a layer's entry is its
+        own output, before that layer's deepstack feature is added (the Talker reads these)."""
         B, T, _ = inputs_embeds.shape
         past = past_key_values.length if past_key_values is not None else 0
         if attention_mask is not None and attention_mask.shape != (B, past + T):
@@ -82,10 +100,10 @@ class TextDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             h, stats = layer(h, cos, sin, mask, past_key_values, i)
             routing.append(stats)
+            hidden.append(h)            # HF records each layer's own output, before deepstack is added
             if deepstack_visual_embeds is not None and i < len(deepstack_visual_embeds):
                 h = h.clone()
                 h[visual_pos_masks] = h[visual_pos_masks] + deepstack_visual_embeds[i].to(h.dtype)
-            hidden.append(h)
         out = self.norm(h)
         hidden[-1] = out
         return DecoderOutput(out, past_key_values, tuple(hidden) if output_hidden_states else None, routing)
@@ -111,9 +129,17 @@ class Thinker(nn.Module):
         past_key_values: a layers.KVCache, filled in place (a new one is made when use_cache, which defaults to
         config.use_cache). return_dict is accepted for HF compatibility (the result is always a ThinkerOutput).
 
+        Media keywords are the processor's outputs: input_features + feature_attention_mask (audio), pixel_values
+        + image_grid_thw, pixel_values_videos + video_grid_thw + video_second_per_grid. Without position_ids,
+        a prompt with input_ids and attention_mask gets TM-RoPE positions (rope.multimodal_position_ids), as
+        HF's Thinker computes them; without an attention_mask HF falls back to plain 0..T-1, and so do we.
+        use_audio_in_video is accepted for HF's signature: the prompt's tokens already say whether a video
+        carries its sound (<|vision_start|><|audio_start|>).
+
         Unlike HF's Thinker, this forward keeps no state between calls (HF remembers `rope_deltas` from the last
         prefill to place later tokens); the decoding loop in generate.py passes positions explicitly instead."""
-        inputs_embeds = self.embed(input_ids, inputs_embeds, use_audio_in_video=use_audio_in_video, **media)
+        emb = self.embed(input_ids, inputs_embeds, **media)
+        inputs_embeds = emb.inputs_embeds
         B, T, _ = inputs_embeds.shape
         text = self.config.text_config
         use_cache = text.use_cache if use_cache is None else use_cache
@@ -121,11 +147,16 @@ class Thinker(nn.Module):
             past_key_values = KVCache()
         if position_ids is None:
             past = past_key_values.length if past_key_values is not None else 0
-            position_ids = (text_position_ids(attention_mask)[..., -T:] if attention_mask is not None
-                            else arange_position_ids(B, T, past))
+            if attention_mask is None:
+                position_ids = arange_position_ids(B, T, past)
+            elif input_ids is not None and past == 0:
+                position_ids, _ = self.prompt_positions(input_ids, attention_mask, **media)
+            else:
+                position_ids = text_position_ids(attention_mask)[..., -T:]
         position_ids = as_3d_position_ids(position_ids)                            # (3, B, T)
 
-        dec = self.model(inputs_embeds, position_ids, attention_mask, past_key_values, output_hidden_states)
+        dec = self.model(inputs_embeds, position_ids, attention_mask, past_key_values, output_hidden_states,
+                         emb.visual_pos_masks, emb.deepstack)
         logits = self.lm_head(dec.last_hidden_state)                               # (B, T, vocab)
 
         output_router_logits = text.output_router_logits if output_router_logits is None else output_router_logits
@@ -142,22 +173,31 @@ class Thinker(nn.Module):
         return ThinkerOutput(logits, past_key_values if use_cache else None, dec.hidden_states, dec.routing,
                              router_logits, aux_loss, loss)
 
-    def embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
-              use_audio_in_video: bool | None = None, **media) -> torch.Tensor:
-        """The decoder's input vectors (B, T, H): token embeddings, where issue 5 will write the audio / image /
-        video encoders' outputs over the placeholder positions."""
-        unknown = sorted(set(media) - set(MEDIA_INPUTS))
+    def prompt_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **media):
+        """TM-RoPE positions (3, B, T) of a prompt and the offsets (B, 1) decoding continues from."""
+        audio_lengths = media.get("audio_feature_lengths")
+        if media.get("feature_attention_mask") is not None:
+            audio_lengths = media["feature_attention_mask"].sum(-1)
+        return multimodal_position_ids(input_ids, attention_mask, self.config, media.get("image_grid_thw"),
+                                       media.get("video_grid_thw"), audio_lengths,
+                                       media.get("video_second_per_grid"))
+
+    def embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None = None,
+              input_features=None, feature_attention_mask=None, audio_feature_lengths=None, pixel_values=None,
+              image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None, video_second_per_grid=None,
+              **unknown) -> Embedded:
+        """Token embeddings with every media placeholder replaced by its encoder output (HF: the first half of
+        Qwen3OmniMoeThinkerModel.forward). Placeholders are found by their ids in input_ids."""
         if unknown:
-            raise TypeError(f"Thinker.forward got unexpected keyword(s) {unknown}")
-        given = sorted(k for k, v in media.items() if v is not None)
-        if given:
-            raise NotImplementedError(
-                f"media inputs {given}: merging audio/image/video features into the Thinker arrives with issue 5 "
-                f"(encoders and TM-RoPE position ids). For now pass text only: input_ids / inputs_embeds.")
+            raise TypeError(f"Thinker.forward got unexpected keyword(s) {sorted(unknown)}; media inputs are "
+                            f"{', '.join(MEDIA_INPUTS)}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids (batch, seq) or inputs_embeds (batch, seq, hidden)")
+        has_media = any(x is not None for x in (input_features, pixel_values, pixel_values_videos))
         if inputs_embeds is not None:
-            return inputs_embeds
+            if has_media:
+                raise ValueError("media inputs need input_ids: the placeholder ids say where the features go")
+            return Embedded(inputs_embeds)
         vocab = self.config.text_config.vocab_size
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
@@ -165,7 +205,57 @@ class Thinker(nn.Module):
         if bad.any():
             raise ValueError(f"input_ids contain {int(input_ids[bad][0])}, outside the vocabulary 0..{vocab - 1} "
                              f"of this checkpoint")
-        return self.model.embed_tokens(input_ids)                                  # (B, T, H)
+        embeds = self.model.embed_tokens(input_ids)                                # (B, T, H)
+        cfg = self.config
+
+        if input_features is not None:
+            if feature_attention_mask is not None:     # the processor's padded layout (audios, mel, frames)
+                features, lengths = pack_padded_features(input_features, feature_attention_mask)
+            elif audio_feature_lengths is not None:    # already packed: (mel, total frames)
+                features, lengths = input_features, audio_feature_lengths
+            else:
+                raise ValueError("input_features need feature_attention_mask (as the processor returns it) or "
+                                 "audio_feature_lengths, to tell where each audio ends")
+            audio = self.audio_tower(features, lengths)                            # (audio tokens, H)
+            embeds = _scatter(embeds, input_ids == cfg.audio_token_id, audio, "audio", "<|audio_pad|>")
+
+        visual = {}                                    # kind -> (positions mask, deepstack features)
+        for kind, pixels, grid, token in (("image", pixel_values, image_grid_thw, cfg.image_token_id),
+                                          ("video", pixel_values_videos, video_grid_thw, cfg.video_token_id)):
+            if pixels is None:
+                continue
+            if grid is None:
+                raise ValueError(f"{kind} pixels need {kind}_grid_thw, the (t, h, w) patch grid of each {kind}")
+            out = self.visual(pixels, grid)                                        # tokens (n, H) + deepstack
+            where = input_ids == token
+            embeds = _scatter(embeds, where, out.tokens, kind, f"<|{kind}_pad|>")
+            visual[kind] = (where, out.deepstack)
+        if not visual:
+            return Embedded(embeds)
+
+        # Deepstack features follow the visual positions in sequence order; with images and videos in one prompt
+        # each level interleaves the two as their placeholders interleave.
+        masks = [where for where, _ in visual.values()]
+        visual_pos_masks = masks[0] if len(masks) == 1 else masks[0] | masks[1]   # (B, T)
+        levels = []
+        for level in range(len(cfg.vision_config.deepstack_visual_indexes)):
+            joint = embeds.new_zeros(int(visual_pos_masks.sum()), embeds.shape[-1])
+            for where, deepstack in visual.values():
+                joint[where[visual_pos_masks]] = deepstack[level].to(joint.dtype)
+            levels.append(joint)
+        return Embedded(embeds, visual_pos_masks, levels)
+
+
+def _scatter(embeds: torch.Tensor, where: torch.Tensor, features: torch.Tensor, kind: str, token: str):
+    """Write features (n, H) over the n placeholder positions `where` (B, T), in reading order."""
+    n = int(where.sum())
+    if n != features.shape[0]:
+        raise ValueError(f"the prompt has {n} {token} placeholder(s) but the {kind} encoder made "
+                         f"{features.shape[0]} {kind} tokens: build input_ids and the {kind} inputs with the same "
+                         f"processor call so the counts agree")
+    out = embeds.clone()
+    out[where] = features.to(embeds.dtype)
+    return out
 
 
 def token_modalities(input_ids: torch.Tensor, cfg: ThinkerConfig) -> dict[str, torch.Tensor]:

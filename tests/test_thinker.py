@@ -232,16 +232,6 @@ def test_token_modalities_split_placeholders(tiny):
 
 # ---- bad input -----------------------------------------------------------------------------------------------
 
-def test_media_inputs_name_issue_5(tiny):
-    ours, _ = tiny
-    ids = torch.tensor([[1, 2, 3]])
-    with pytest.raises(NotImplementedError, match=r"media inputs \['pixel_values'\].*issue 5"):
-        ours.thinker(input_ids=ids, pixel_values=torch.zeros(4, 1536))
-    with pytest.raises(NotImplementedError, match="issue 5"):
-        ours.generate(input_ids=ids, return_audio=False, input_features=torch.zeros(1, 128, 10),
-                      thinker_max_new_tokens=2)
-
-
 def test_bad_inputs_get_clear_errors(tiny):
     ours, _ = tiny
     th = ours.thinker
