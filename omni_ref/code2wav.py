@@ -139,7 +139,7 @@ class PreTransformerLayer(nn.Module):
         h = cfg.hidden_size
         self.self_attn = Attention(h, cfg.num_attention_heads, cfg.num_key_value_heads,
                                    h // cfg.num_attention_heads, bias=cfg.attention_bias, qk_norm=False)
-        self.mlp = SwiGLU(h, cfg.intermediate_size)
+        self.mlp = SwiGLU(h, cfg.intermediate_size, cfg.hidden_act)
         self.input_layernorm = RMSNorm(h, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(h, cfg.rms_norm_eps)
         self.self_attn_layer_scale = LayerScale(h, cfg.layer_scale_initial_scale)

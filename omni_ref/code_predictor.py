@@ -15,7 +15,7 @@ from .layers import RMSNorm, SwiGLU, decoder_layers
 class CodePredictorModel(nn.Module):
     def __init__(self, cfg: CodePredictorConfig):
         super().__init__()
-        self.layers = decoder_layers(cfg, lambda i: SwiGLU(cfg.hidden_size, cfg.intermediate_size))
+        self.layers = decoder_layers(cfg, lambda i: SwiGLU(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         # One embedding table per residual codebook 1..N-1 (codebook 0 is embedded by the Talker itself).
         self.codec_embedding = nn.ModuleList(

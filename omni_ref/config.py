@@ -53,6 +53,9 @@ class _HFConfig:
     sub_configs: ClassVar[dict[str, type]] = {}
     # HF sometimes renames a field on the way out (attribute_map); we accept both names when reading.
     aliases: ClassVar[dict[str, str]] = {}
+    # Keys that Qwen-family config.json files carry (older classes, HF's own test configs) but that no Qwen3-Omni
+    # class reads: accepted and dropped, so they neither fail a strict read nor pretend to mean something.
+    ignored_keys: ClassVar[frozenset] = frozenset()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], strict: bool = True, where: str | None = None, _nested: bool = False):
@@ -69,7 +72,7 @@ class _HFConfig:
                     value or {}, strict=strict, where=f"{where}.{key}", _nested=True)
             elif key in names:
                 kwargs[key] = value
-            elif key not in HF_BOOKKEEPING_KEYS:
+            elif key not in HF_BOOKKEEPING_KEYS and key not in cls.ignored_keys:
                 unknown.append(key)
         if unknown and strict:
             raise ConfigError(
@@ -209,6 +212,7 @@ class VisionEncoderConfig(_HFConfig):
     """Vision tower (HF Qwen3OmniMoeVisionEncoderConfig; SigLIP2-style ViT with deepstack)."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_vision_encoder"
+    ignored_keys: ClassVar[frozenset] = frozenset({"embed_dim", "mlp_ratio"})   # Qwen2-VL's names
     aliases: ClassVar[dict[str, str]] = {"num_attention_heads": "num_heads", "num_hidden_layers": "depth"}
     depth: int = 27
     hidden_size: int = 1152
@@ -250,6 +254,7 @@ class TextConfig(_DecoderMixin, _HFConfig):
     """The Thinker's MoE text decoder (HF Qwen3OmniMoeTextConfig)."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_text"
+    ignored_keys: ClassVar[frozenset] = frozenset({"max_window_layers", "use_sliding_window"})
     vocab_size: int = 3584
     hidden_size: int = 2048
     intermediate_size: int = 18944
@@ -339,6 +344,7 @@ class TalkerTextConfig(_DecoderMixin, _HFConfig):
     """The Talker's MoE decoder (HF Qwen3OmniMoeTalkerTextConfig). Unlike the Thinker it has a shared expert."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_talker_text"
+    ignored_keys: ClassVar[frozenset] = frozenset({"max_window_layers", "use_sliding_window"})
     aliases: ClassVar[dict[str, str]] = {"num_local_experts": "num_experts"}  # HF writes num_local_experts
     vocab_size: int = 3072
     hidden_size: int = 1024
@@ -516,6 +522,8 @@ class Code2WavConfig(_HFConfig):
                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
         _check(self.num_attention_heads % self.num_key_value_heads == 0, where,
                "num_attention_heads must be a multiple of num_key_value_heads")
+        _check(self.hidden_act in KNOWN_ACTIVATIONS, where,
+               f"hidden_act={self.hidden_act!r} is not one of {KNOWN_ACTIVATIONS}")
         k = 2 ** len(self.upsample_rates)
         _check(self.decoder_dim % k == 0, where,
                f"decoder_dim={self.decoder_dim} must be divisible by 2**len(upsample_rates) = {k}: each decoder "

@@ -111,9 +111,8 @@ def write_hf_test_checkpoint(out_dir, seed: int = 0) -> str:
     that do not fit a 99-token vocabulary: enable_audio_output=False (no Talker is built or saved; the tiny
     preset's Talker config, re-pointed at a 32-wide Thinker, keeps our config validation whole) and chat ids
     inside the vocabulary. Weights: HF's init, then omni_ref's seeded init over the Thinker so that norm weights
-    are not all ones. HF's test config carries keys our strict config reader refuses (text_config
-    max_window_layers / use_sliding_window, vision_config embed_dim / mlp_ratio), so load it with
-    omni_ref.load(dir, strict_config=False).
+    are not all ones. HF's test config carries keys that no Qwen3-Omni class reads (text_config
+    max_window_layers / use_sliding_window, vision_config embed_dim / mlp_ratio); config.py ignores them.
     """
     import copy
 

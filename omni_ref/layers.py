@@ -177,16 +177,18 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """Dense gated feed-forward: down(silu(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants")."""
+    """Dense gated feed-forward: down(act(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants"); act is the config's
+    hidden_act, SiLU in every Qwen3-Omni config (hence the name)."""
 
-    def __init__(self, hidden: int, intermediate: int):
+    def __init__(self, hidden: int, intermediate: int, act: str = "silu"):
         super().__init__()
+        self.act = ACTIVATIONS[act]
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

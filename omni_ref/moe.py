@@ -124,7 +124,7 @@ class SparseMoE(nn.Module):
         self.gate = nn.Linear(hidden, num_experts, bias=False)    # the router: one logit per expert
         self.experts = Experts(num_experts, hidden, expert_intermediate, act)
         if shared_intermediate:
-            self.shared_expert = SwiGLU(hidden, shared_intermediate)
+            self.shared_expert = SwiGLU(hidden, shared_intermediate, act)
             self.shared_expert_gate = nn.Linear(hidden, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
@@ -145,7 +145,7 @@ def moe_for(cfg, layer: int) -> nn.Module:
     """The feed-forward block of `layer` in a Thinker or Talker text config: sparse, or dense where HF's
     mlp_only_layers / decoder_sparse_step say so."""
     if not cfg.is_moe_layer(layer):
-        return SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        return SwiGLU(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
     return SparseMoE(cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size,
                      cfg.norm_topk_prob, getattr(cfg, "shared_expert_intermediate_size", 0), cfg.hidden_act)
 

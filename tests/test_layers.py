@@ -80,3 +80,9 @@ def test_sliding_window_mask():
     m = causal_mask(5, 5, torch.float32, sliding_window=2)
     visible = (m == 0).int()[0, 0].tolist()
     assert visible == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]
+
+
+def test_config_and_layers_know_the_same_activations():
+    from omni_ref.config import KNOWN_ACTIVATIONS
+    from omni_ref.layers import ACTIVATIONS
+    assert set(ACTIVATIONS) == set(KNOWN_ACTIVATIONS)

@@ -13,8 +13,8 @@ from omni_ref import hf
 from omni_ref.moe import Experts, expert_usage, explain_token, load_balancing_loss, route
 
 
-def _pair(path, strict=True):
-    return (omni_ref.load(path, components=("thinker",), strict_config=strict).thinker,
+def _pair(path):
+    return (omni_ref.load(path, components=("thinker",)).thinker,
             hf.load_hf(path).thinker)
 
 
@@ -25,7 +25,7 @@ def tiny(tiny_dir):
 
 @pytest.fixture(scope="module")
 def hf_test(tmp_path_factory):
-    return _pair(hf.write_hf_test_checkpoint(tmp_path_factory.mktemp("hf_test_thinker"), seed=0), strict=False)
+    return _pair(hf.write_hf_test_checkpoint(tmp_path_factory.mktemp("hf_test_thinker"), seed=0))
 
 
 def _prompt(vocab, seed=0, batch=3, length=12):

@@ -15,8 +15,8 @@ from omni_ref.rope import MultimodalRotary, axis_of_pairs, text_position_ids
 from omni_ref.thinker import token_modalities
 
 
-def _pair(path, strict=True):
-    return omni_ref.load(path, components=("thinker",), strict_config=strict), hf.load_hf(path)
+def _pair(path):
+    return omni_ref.load(path, components=("thinker",)), hf.load_hf(path)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def hf_test_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_test(hf_test_dir):
-    return _pair(hf_test_dir, strict=False)
+    return _pair(hf_test_dir)
 
 
 PAIRS = ["tiny", "hf_test"]
@@ -199,7 +199,7 @@ def test_eos_stops_rows_and_pads_like_hf(which, request):
 
 
 def test_layer_report_ok_on_parity_and_names_the_broken_layer(hf_test_dir):
-    ours, theirs = _pair(hf_test_dir, strict=False)
+    ours, theirs = _pair(hf_test_dir)
     ids, mask = _prompt(99, seed=7)
     report = hf.thinker_layer_report(ours, theirs, input_ids=ids, attention_mask=mask)
     assert len(report) == 4 + 2 and all(line.startswith("[OK]") for line in report)
@@ -255,20 +255,17 @@ def test_bad_inputs_get_clear_errors(tiny):
         ours.generate(input_ids=torch.tensor([[1, 2]]), return_audio=False, thinker_max_new_tokens=0)
 
 
-def test_hf_test_config_keys_our_strict_reader_refuses(hf_test_dir):
-    """Recorded finding: HF's own test config carries keys that no HF Qwen3-Omni class reads (text_config
-    max_window_layers / use_sliding_window, vision_config embed_dim / mlp_ratio); our strict config reader names
-    them, and strict_config=False reads the checkpoint."""
+def test_hf_test_config_reads_strictly(hf_test_dir):
+    """HF's own test config carries keys that no HF Qwen3-Omni class reads (text_config max_window_layers /
+    use_sliding_window, vision_config embed_dim / mlp_ratio); the strict reader knows them as ignorable, and
+    still refuses a key it does not know."""
     import json
     import os
     with open(os.path.join(hf_test_dir, "config.json")) as f:
         d = json.load(f)
-    with pytest.raises(ConfigError,
-                       match=r"text_config: unknown key\(s\) \['max_window_layers', 'use_sliding_window'\]"):
-        OmniConfig.from_dict(d)
-    for key in ("max_window_layers", "use_sliding_window"):
-        d["thinker_config"]["text_config"].pop(key)
-    with pytest.raises(ConfigError, match=r"vision_config: unknown key\(s\) \['embed_dim', 'mlp_ratio'\]"):
-        OmniConfig.from_dict(d)
-    cfg = OmniConfig.from_json_file(hf_test_dir, strict=False)
+    assert "use_sliding_window" in d["thinker_config"]["text_config"] and "embed_dim" in d["thinker_config"]["vision_config"]
+    cfg = OmniConfig.from_dict(d)
     assert cfg.thinker_config.text_config.rope_parameters["mrope_section"] == [1, 1, 2]
+    d["thinker_config"]["text_config"]["use_sliding_windows"] = True
+    with pytest.raises(ConfigError, match=r"text_config: unknown key\(s\) \['use_sliding_windows'\]"):
+        OmniConfig.from_dict(d)
