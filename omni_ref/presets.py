@@ -14,6 +14,7 @@ the tokenizer cannot disagree; the real preset keeps Qwen's ids (151644 for <|im
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -186,9 +187,10 @@ def cached_checkpoint(name: str, seed: int = 0, root=None) -> str:
     $OMNI_REF_CACHE). The folder name carries a hash of everything that shapes its bytes, so a changed preset or
     init is written afresh instead of silently reused."""
     root = Path(root or os.environ.get("OMNI_REF_CACHE", REPO_DIR / ".cache"))
-    recipe = json.dumps(config_dict(name), sort_keys=True)
-    for f in (PACKAGE_DIR / "model.py", *sorted(TOKENIZER_DIR.glob("*"))):
-        recipe += f.read_text() if f.suffix in (".py", ".json", ".jinja") else ""
+    recipe = json.dumps(config_dict(name), sort_keys=True) + inspect.getsource(init_random_weights)
+    recipe += "".join(f"{n}{tuple(p.shape)}" for n, p in build_meta(name).named_parameters())   # the module tree
+    for f in sorted(TOKENIZER_DIR.glob("*")):
+        recipe += f.read_text() if f.suffix in (".json", ".jinja") else ""
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
     out = root / f"{name}-seed{seed}-{digest}"
     if not (out / "config.json").is_file():
