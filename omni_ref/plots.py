@@ -1,0 +1,315 @@
+"""Figures and small teaching helpers for the notebooks (first user: 02_encoders_and_positions).
+
+The helpers that compute something (block order undone, patches back to pixels, attention windows as a mask,
+recording a module's outputs, measuring what deepstack adds) are plain torch and unit-tested in tests/test_plots.py;
+the `plot_*` functions only draw, import matplotlib inside the function (omni_ref itself never needs it) and return
+the figure. Nothing here is on the model's forward path.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+# One colour per modality, shared by every figure.
+MODALITY_COLOURS = {"text": "tab:gray", "audio": "tab:orange", "image": "tab:green", "video": "tab:blue"}
+
+
+# ---- helpers that compute ---------------------------------------------------------------------------------------
+
+@contextmanager
+def record_outputs(modules: dict):
+    """While the block runs, collect the forward outputs of named modules: yields {name: [output per call]}.
+
+    A forward hook sees a module's own output (for a Conv2d: before the activation that follows it)."""
+    seen = {name: [] for name in modules}
+    handles = [m.register_forward_hook(lambda _m, _in, out, name=name: seen[name].append(out.detach()))
+               for name, m in modules.items()]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def window_spans(lengths) -> list[tuple[int, int]]:
+    """Consecutive segment lengths -> [(start, end)] half-open index ranges."""
+    spans, start = [], 0
+    for n in lengths:
+        spans.append((start, start + int(n)))
+        start += int(n)
+    return spans
+
+
+def window_mask(lengths) -> torch.Tensor:
+    """(T, T) bool, True where token i may attend to token j: the block-diagonal pattern of segment attention."""
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths, dtype=torch.long))
+    return segment[:, None] == segment[None, :]
+
+
+def modality_runs(modalities: dict) -> list[tuple[str, int, int]]:
+    """{name: (T,) bool} masks of one prompt row -> [(name, start, end)] maximal runs of one modality, in order."""
+    names = list(modalities)
+    label = torch.stack([modalities[n] for n in names]).long().argmax(0)          # (T,) index into names
+    if not torch.stack(list(modalities.values())).sum(0).eq(1).all():
+        raise ValueError("every token must belong to exactly one modality")
+    edges = [0] + (torch.nonzero(label[1:] != label[:-1]).flatten() + 1).tolist() + [len(label)]
+    return [(names[int(label[s])], s, e) for s, e in zip(edges[:-1], edges[1:])]
+
+
+def from_block_order(rows: torch.Tensor, h: int, w: int, merge: int) -> torch.Tensor:
+    """Undo vision_encoder.to_block_order: (h * w, ...) rows in merge-block order -> (h, w, ...) raster grid."""
+    if rows.shape[0] != h * w or h % merge or w % merge:
+        raise ValueError(f"{rows.shape[0]} rows do not form an {h} x {w} grid of {merge} x {merge} blocks")
+    blocks = rows.reshape(h // merge, w // merge, merge, merge, *rows.shape[1:])   # (H, W, m, m, ...)
+    return blocks.transpose(1, 2).reshape(h, w, *rows.shape[1:])                   # (H*m, W*m, ...)
+
+
+def unpatchify(pixel_values: torch.Tensor, grid_thw, settings) -> torch.Tensor:
+    """One image's or video's pixel_values rows -> its frames (t * temporal_patch, H, W, 3), values in 0..1.
+
+    The inverse of processor.vision.patchify followed by normalize: what the vision tower actually sees."""
+    t, h, w = (int(v) for v in grid_thw)
+    tp, p, m = settings.temporal_patch_size, settings.patch_size, settings.merge_size
+    x = pixel_values.reshape(t, h // m, w // m, m, m, 3, tp, p, p)
+    x = x.permute(0, 6, 5, 1, 3, 7, 2, 4, 8).reshape(t * tp, 3, h * p, w * p)    # (frames, C, H, W)
+    mean = torch.tensor(settings.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(settings.image_std).view(1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1)                       # (frames, H, W, 3)
+
+
+@dataclass
+class DeepstackEffect:
+    """What deepstack adds to the Thinker, measured on one prompt (see `deepstack_effect`)."""
+    added_norm: list[float]          # per deepstack level: mean L2 norm of the feature added at a visual position
+    hidden_norm: list[float]         # mean L2 norm of the hidden state it is added to (that layer's output)
+    change_visual: list[float]       # per decoder layer: relative change of its output at visual positions
+    change_text_after: list[float]   # ... at text / audio positions after the first visual token
+    change_before: float             # largest |change| of any layer output before the first visual token
+    logits_change: float             # largest |change| of the logits anywhere
+
+
+@torch.no_grad()
+def deepstack_effect(thinker, input_ids: torch.Tensor, attention_mask: torch.Tensor, **media) -> DeepstackEffect:
+    """Run the Thinker's decoder on one prompt twice, with and without the deepstack additions, and measure.
+
+    Relative change of a layer's output = mean over positions of |h_with - h_without| / |h_without|."""
+    emb = thinker.embed(input_ids, **media)
+    if emb.deepstack is None:
+        raise ValueError("the prompt has no image or video, so there is no deepstack feature to measure")
+    positions, _ = thinker.prompt_positions(input_ids, attention_mask, **media)
+    run = lambda masks, feats: thinker.model(emb.inputs_embeds, positions, attention_mask,  # noqa: E731
+                                             output_hidden_states=True, visual_pos_masks=masks,
+                                             deepstack_visual_embeds=feats)
+    with_ds, without = run(emb.visual_pos_masks, emb.deepstack), run(None, None)
+    vis = emb.visual_pos_masks
+    first = vis.long().argmax(-1, keepdim=True)                                    # (B, 1) first visual index
+    index = torch.arange(vis.shape[-1])[None]
+    after, before = (index > first) & ~vis, index < first
+
+    def rel(a, b, where):
+        return float(((a - b)[where].norm(dim=-1) / b[where].norm(dim=-1)).mean())
+
+    layers = range(1, len(with_ds.hidden_states))          # entry i + 1 is layer i's output (last one normed)
+    a, b = with_ds.hidden_states, without.hidden_states
+    logits = thinker.lm_head(with_ds.last_hidden_state) - thinker.lm_head(without.last_hidden_state)
+    return DeepstackEffect(
+        added_norm=[float(d.norm(dim=-1).mean()) for d in emb.deepstack],
+        hidden_norm=[float(a[i + 1][vis].norm(dim=-1).mean()) for i in range(len(emb.deepstack))],
+        change_visual=[rel(a[i], b[i], vis) for i in layers],
+        change_text_after=[rel(a[i], b[i], after) for i in layers],
+        change_before=max(float((a[i] - b[i])[before].abs().max()) for i in layers),
+        logits_change=float(logits.abs().max()))
+
+
+# ---- figures ----------------------------------------------------------------------------------------------------
+
+def plot_mel(features: torch.Tensor, chunk: int = 100, windows=(), title: str = "log-mel"):
+    """A (mel, frames) log-mel image with the 1 s conv chunks marked (thin) and attention windows (thick)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    ax.imshow(features, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    for x in range(chunk, features.shape[1], chunk):
+        ax.axvline(x - 0.5, color="white", lw=0.6, alpha=0.7)
+    for x in windows:
+        ax.axvline(x - 0.5, color="cyan", lw=2.5)
+    ax.set_xlabel(f"mel frame (100 per second); white lines every {chunk} frames = conv chunks")
+    ax.set_ylabel("mel bin")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_conv_stages(stages: dict, seconds: float = 1.0):
+    """One chunk at each stage, {name: (freq, time) map}, every panel drawn on the same 1 s x 128-bin canvas,
+    so the cells visibly grow as each stride-2 convolution halves both axes."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.1 * len(stages), 2.8), sharey=True)
+    for ax, (name, m) in zip(axes, stages.items()):
+        ax.imshow(m, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                  extent=[0, seconds, 0, 128])
+        ax.set_title(f"{name}\n{m.shape[0]} freq x {m.shape[1]} time", fontsize=10)
+        ax.set_xlabel("seconds")
+    axes[0].set_ylabel("mel bins covered")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_windows(window_tokens, chunk_tokens, response: torch.Tensor | None = None,
+                           tokens_per_second: float = 13):
+    """The audio encoder's attention pattern over the token axis (block-diagonal windows, chunk boundaries as
+    ticks) and, optionally, a per-token response curve (e.g. how much each output token changed)."""
+    import matplotlib.pyplot as plt
+    rows = 2 if response is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 5.2 if rows == 2 else 3.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2][:rows]}, sharex=True)
+    ax = axes[0, 0]
+    T = int(sum(window_tokens))
+    ax.imshow(window_mask(window_tokens), cmap="Blues", aspect="auto", interpolation="nearest",
+              extent=[-0.5, T - 0.5, T - 0.5, -0.5])
+    for k, (s, e) in enumerate(window_spans(window_tokens)):
+        ax.text((s + e) / 2, (s + e) / 2, f"window {k}\n{e - s} tokens\n{(e - s) / tokens_per_second:.0f} s",
+                ha="center", va="center", fontsize=9, color="black")
+    for b in torch.cumsum(torch.as_tensor(chunk_tokens), 0).tolist()[:-1]:
+        ax.axvline(b - 0.5, color="gray", lw=0.4)
+    ax.set_ylabel("query token")
+    ax.set_title("who attends to whom (blue = allowed); thin lines = 1 s conv chunks")
+    if response is not None:
+        ax = axes[1, 0]
+        ax.bar(range(len(response)), response.clamp_min(1e-12), width=1.0, color="tab:red")
+        ax.set_yscale("log")
+        ax.set_ylabel("max |change|")
+        for s, _ in window_spans(window_tokens)[1:]:
+            ax.axvline(s - 0.5, color="tab:blue", lw=1.5)
+    axes[-1, 0].set_xlabel("audio token (key)" if response is None else "audio token")
+    fig.tight_layout()
+    return fig
+
+
+def plot_patches(image, grid_h: int, grid_w: int, merge: int, patch: int):
+    """Left: the resized picture with its patch grid (thin) and merge groups (thick). Right: which row of
+    pixel_values each patch is, showing that the merge x merge patches of one token are consecutive rows."""
+    import matplotlib.pyplot as plt
+    from .vision_encoder import to_block_order
+    order = torch.empty(grid_h * grid_w, dtype=torch.long)
+    order[to_block_order(torch.arange(grid_h * grid_w).reshape(grid_h, grid_w), merge)] = torch.arange(grid_h * grid_w)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.9))
+    a.imshow(image)
+    rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    b.imshow((rows // merge + cols // merge) % 2, cmap="Pastel1", vmax=8, interpolation="nearest")   # groups
+    for ax, scale in ((a, patch), (b, 1)):
+        for x in range(grid_w + 1):
+            ax.axvline(x * scale - 0.5, color="white" if ax is a else "gray", lw=1.6 if x % merge == 0 else 0.3)
+        for y in range(grid_h + 1):
+            ax.axhline(y * scale - 0.5, color="white" if ax is a else "gray", lw=1.6 if y % merge == 0 else 0.3)
+        ax.set_xticks([]), ax.set_yticks([])
+    for r in range(grid_h):
+        for c in range(grid_w):
+            b.text(c, r, str(int(order[r * grid_w + c])), ha="center", va="center", fontsize=6.5)
+    a.set_title(f"{grid_w * patch}x{grid_h * patch} px: {grid_w}x{grid_h} patches of {patch} px, "
+                f"{merge}x{merge} groups")
+    b.set_title("row of pixel_values holding each patch (block order)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_interpolation(table: torch.Tensor, grid_h: int, grid_w: int, interpolated: torch.Tensor,
+                                channel: int = 0):
+    """Left: one channel of the learned side x side position table with the points an h x w grid samples
+    (align_corners: the corners coincide). Right: the interpolated values, one per patch (raster order)."""
+    import matplotlib.pyplot as plt
+    side = round(table.shape[0] ** 0.5)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    square = table[:, channel].reshape(side, side)
+    lim = float(square.abs().max())
+    a.imshow(square, cmap="coolwarm", vmin=-lim, vmax=lim, interpolation="nearest")
+    ys = torch.arange(grid_h) * (side - 1) / (grid_h - 1)
+    xs = torch.arange(grid_w) * (side - 1) / (grid_w - 1)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    a.scatter(xx.flatten(), yy.flatten(), s=6, color="black")
+    a.set_title(f"learned table {side}x{side}, channel {channel};\ndots: where the {grid_h}x{grid_w} patches sample it")
+    b.imshow(interpolated[..., channel], cmap="coolwarm", vmin=-lim, vmax=lim, interpolation="nearest")
+    b.set_title(f"bilinear result: one vector per patch ({grid_h}x{grid_w})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_vision_rotary(cos: torch.Tensor, dims: dict):
+    """cos(rotary angle) over the patch grid for chosen dimensions {title: dimension}; cos is (h, w, head_dim)
+    in raster order."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(dims), figsize=(3.2 * len(dims), 2.6))
+    for ax, (title, d) in zip(axes, dims.items()):
+        ax.imshow(cos[..., d], cmap="coolwarm", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("patch column")
+    axes[0].set_ylabel("patch row")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mrope_pairs(axes_by_name: dict):
+    """Which position axis (t, h, w) drives each rotary frequency pair, one strip per config."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    fig, axes = plt.subplots(len(axes_by_name), 1, figsize=(11, 0.9 * len(axes_by_name) + 0.5), squeeze=False)
+    cmap = ListedColormap(["tab:red", "tab:purple", "tab:cyan"])
+    for ax, (name, axis) in zip(axes[:, 0], axes_by_name.items()):
+        ax.imshow(axis[None], cmap=cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
+        ax.set_yticks([0], [name])
+        ax.set_xticks(range(0, len(axis), 4 if len(axis) > 20 else 1))
+    axes[-1, 0].set_xlabel("frequency pair (fast -> slow);  red = t, purple = h, cyan = w")
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_axes(position_ids: torch.Tensor, modalities: dict, title: str = "TM-RoPE position ids",
+                       span: tuple[int, int] | None = None, axes=(0, 1, 2)):
+    """Panels of one prompt's position ids (3, T) against token index, one per axis in `axes` (0 t, 1 h, 2 w),
+    coloured by modality ({name: (T,) bool}), for the tokens in `span` (start, end) or all. The dashed line is
+    what 1D RoPE would give (position = token index); the y range follows the ids, so it leaves the plot."""
+    import matplotlib.pyplot as plt
+    start, end = span or (0, position_ids.shape[-1])
+    index = torch.arange(start, end)
+    shown = position_ids[:, start:end]
+    fig, panels = plt.subplots(len(axes), 1, figsize=(11, 1.1 + 1.8 * len(axes)), sharex=True, squeeze=False)
+    for ax, a in zip(panels[:, 0], axes):
+        row = shown[a]
+        for kind, where in modalities.items():
+            where = where[start:end]
+            if where.any():
+                ax.scatter(index[where], row[where], s=5, color=MODALITY_COLOURS[kind], label=kind)
+        ax.plot(index, index, ls="--", lw=0.7, color="black", label="token index (1D RoPE)")
+        low, high = float(shown.min()), float(shown.max())
+        ax.set_ylim(low - 0.04 * (high - low) - 1, high + 0.04 * (high - low) + 1)
+        ax.set_ylabel(("t (time)", "h (height)", "w (width)")[a])
+        ax.grid(alpha=0.3)
+    panels[0, 0].legend(loc="upper left", markerscale=3, fontsize=8, ncol=5)
+    panels[0, 0].set_title(title)
+    panels[-1, 0].set_xlabel("token index in the prompt")
+    fig.tight_layout()
+    return fig
+
+
+def plot_deepstack(effect: DeepstackEffect):
+    """Left: norm of each deepstack feature vs the hidden state it lands on. Right: how much each decoder
+    layer's output changes because of deepstack, at visual positions and at later text/audio positions."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.2))
+    levels = range(len(effect.added_norm))
+    a.bar([i - 0.2 for i in levels], effect.hidden_norm, width=0.4, label="hidden state (layer output)")
+    a.bar([i + 0.2 for i in levels], effect.added_norm, width=0.4, label="deepstack feature added")
+    a.set_xticks(list(levels), [f"after layer {i}" for i in levels])
+    a.set_ylabel("mean L2 norm at visual positions")
+    a.legend(fontsize=8)
+    layers = range(len(effect.change_visual))
+    b.plot(layers, effect.change_visual, marker="o", color=MODALITY_COLOURS["image"], label="visual positions")
+    b.plot(layers, effect.change_text_after, marker="o", color=MODALITY_COLOURS["text"],
+           label="text/audio after the first visual token")
+    b.set_xticks(list(layers), [f"layer {i}" + (" + norm" if i == len(layers) - 1 else "") for i in layers])
+    b.set_ylabel("relative change of the output")
+    b.set_title("with vs without deepstack", fontsize=10)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

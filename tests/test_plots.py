@@ -1,0 +1,82 @@
+"""The computing helpers behind notebook 02's figures (omni_ref/plots.py); the plot_* functions only draw."""
+import pytest
+import torch
+from torch import nn
+
+from omni_ref import plots, presets
+from omni_ref.processor.vision import VisionSettings, normalize, patchify
+from omni_ref.vision_encoder import to_block_order
+
+
+def test_from_block_order_inverts_to_block_order():
+    grid = torch.arange(6 * 8 * 3).reshape(6, 8, 3)
+    rows = to_block_order(grid, 2)
+    assert rows[:4, 0].tolist() == [grid[0, 0, 0], grid[0, 1, 0], grid[1, 0, 0], grid[1, 1, 0]]   # one block
+    assert torch.equal(plots.from_block_order(rows, 6, 8, 2), grid)
+    with pytest.raises(ValueError, match="do not form an 6 x 6 grid"):
+        plots.from_block_order(rows, 6, 6, 2)
+
+
+def test_unpatchify_gives_back_the_normalised_frames():
+    s = VisionSettings(patch_size=4, merge_size=2, temporal_patch_size=2)
+    frames = torch.randint(0, 256, (4, 3, 16, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    rows, grid = patchify(normalize(frames, s), s)                                # (t*h*w, 3*2*4*4)
+    back = plots.unpatchify(rows, grid, s)                                        # (4, 16, 24, 3) in 0..1
+    torch.testing.assert_close(back, frames.permute(0, 2, 3, 1).float() / 255, atol=1e-5, rtol=0)
+
+
+def test_window_mask_and_spans():
+    assert plots.window_spans([3, 2]) == [(0, 3), (3, 5)]
+    mask = plots.window_mask([3, 2])
+    want = torch.zeros(5, 5, dtype=torch.bool)
+    want[:3, :3] = want[3:, 3:] = True
+    assert torch.equal(mask, want)
+
+
+def test_modality_runs():
+    T = torch.tensor
+    masks = {"text": T([1, 1, 0, 0, 0, 1], dtype=torch.bool), "audio": T([0, 0, 1, 1, 0, 0], dtype=torch.bool),
+             "image": T([0, 0, 0, 0, 1, 0], dtype=torch.bool)}
+    assert plots.modality_runs(masks) == [("text", 0, 2), ("audio", 2, 4), ("image", 4, 5), ("text", 5, 6)]
+    masks["image"][0] = True
+    with pytest.raises(ValueError, match="exactly one modality"):
+        plots.modality_runs(masks)
+
+
+def test_record_outputs_sees_each_call_and_unhooks():
+    lin = nn.Linear(2, 3)
+    with plots.record_outputs({"lin": lin}) as seen:
+        lin(torch.ones(1, 2))
+        lin(torch.zeros(4, 2))
+    lin(torch.ones(1, 2))                                   # after the block: no longer recorded
+    assert [o.shape for o in seen["lin"]] == [(1, 3), (4, 3)]
+    torch.testing.assert_close(seen["lin"][1][0], lin.bias.detach())
+    assert not lin._forward_hooks
+
+
+@pytest.fixture(scope="module")
+def tiny_thinker():
+    import omni_ref
+    return omni_ref.load(presets.cached_checkpoint("tiny"), components=("thinker",)).thinker
+
+
+def test_deepstack_effect_is_zero_before_the_first_visual_token_and_measured_after(tiny_thinker):
+    cfg = tiny_thinker.config
+    n_image = 4                                               # a 4x4 patch grid -> 2x2 = 4 merged tokens
+    ids = torch.tensor([[1, 2, 3, cfg.vision_start_token_id] + [cfg.image_token_id] * n_image
+                        + [cfg.vision_end_token_id, 4, 5, 6]])
+    v = cfg.vision_config
+    pixels = torch.randn(16, v.in_channels * v.temporal_patch_size * v.patch_size ** 2,
+                         generator=torch.Generator().manual_seed(0))
+    effect = plots.deepstack_effect(tiny_thinker, ids, torch.ones_like(ids), pixel_values=pixels,
+                                    image_grid_thw=torch.tensor([[1, 4, 4]]))
+    levels = len(v.deepstack_visual_indexes)
+    assert len(effect.added_norm) == len(effect.hidden_norm) == levels
+    assert len(effect.change_visual) == cfg.text_config.num_hidden_layers
+    assert effect.change_visual[0] == 0.0                     # layer 0's output is taken before level 0 is added
+    assert effect.change_visual[1] > 0 and effect.change_text_after[1] > 0 and effect.logits_change > 0
+    # Causal attention: earlier tokens never see deepstack. Not bit-exact: the experts multiply the tokens routed
+    # to them as one matrix, and later tokens' changed routing changes those matrices' shapes (float rounding).
+    assert effect.change_before < 1e-5
+    with pytest.raises(ValueError, match="no image or video"):
+        plots.deepstack_effect(tiny_thinker, ids[:, :3], torch.ones_like(ids[:, :3]))
