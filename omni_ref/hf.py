@@ -162,3 +162,30 @@ def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str
     from . import debug
     ours = ours.thinker if hasattr(ours, "thinker") else ours
     return debug.layer_diff_report(debug.thinker_trace(ours, **inputs), hf_thinker_trace(theirs, **inputs), atol)
+
+
+def hf_speech(model, **kwargs) -> dict:
+    """HF's generate(return_audio=True), plus what it passed between its stages.
+
+    HF returns only the text ids and the waveform; to compare codec codes and the Talker's prompt we listen in on
+    the two calls generate makes between stages: `talker.generate(**kw)` (kw holds the Talker prompt,
+    `inputs_embeds`) and `code2wav.chunked_decode(codes, ...)`. Returns {"text_ids", "wav", "talker_kwargs",
+    "talker_result", "codes"}."""
+    seen = {}
+    talker_generate, chunked_decode = model.talker.generate, model.code2wav.chunked_decode
+
+    def talker_spy(**kw):
+        seen["talker_kwargs"] = kw
+        seen["talker_result"] = talker_generate(**kw)
+        return seen["talker_result"]
+
+    def code2wav_spy(codes, **kw):
+        seen["codes"] = codes.clone()
+        return chunked_decode(codes, **kw)
+
+    model.talker.generate, model.code2wav.chunked_decode = talker_spy, code2wav_spy
+    try:
+        seen["text_ids"], seen["wav"] = model.generate(return_audio=True, **kwargs)
+    finally:
+        del model.talker.generate, model.code2wav.chunked_decode     # back to the class methods
+    return seen
