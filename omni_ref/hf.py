@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import torch
 from safetensors import safe_open
@@ -22,6 +23,9 @@ from .config import OmniConfig
 # are read by the Qwen3-Omni code itself, so the warning is noise for our purposes.
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
+# HF's generate notes that the Talker's repetition penalty skips its (embeddings-only) prompt: that is HF's
+# behaviour, which we reproduce, not news to the user.
+warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
 
 
 def hf_config(config: OmniConfig) -> Qwen3OmniMoeConfig:
