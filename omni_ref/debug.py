@@ -1,4 +1,4 @@
-"""Looking inside: the per-layer diff report against HF, and the figures of notebooks 03 and 04.
+"""Looking inside: the per-layer diff report against HF, parameter bytes and memory measurements.
 
 Per-layer diff report (after rasbt's layer debugger): run the same input through our Thinker and HF's, collect the
 hidden state after every decoder layer and every MoE layer's routing, and print one line per layer:
@@ -12,8 +12,6 @@ so "it does not match" becomes "layer 1 differs, starting in its router". Both s
 HF returns (embeddings, each layer's output, with the last layer's output after the final norm), so no hooks are
 needed. The HF side of a trace is made by `hf.hf_thinker_trace` (only hf.py imports transformers); the one-call
 version is `hf.thinker_layer_report`.
-
-matplotlib is imported inside the plotting functions only, so omni_ref itself does not depend on it.
 """
 from __future__ import annotations
 
@@ -108,50 +106,3 @@ def measure_load_rss(checkpoint_dir, loads=(("thinker",), None)) -> list[dict]:
     done = subprocess.run([sys.executable, "-c", script, os.fspath(checkpoint_dir), json.dumps(list(loads))],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# ---- figures (notebooks 03 and 04) ---------------------------------------------------------------------------
-
-def plot_expert_usage(usage: dict, title: str = "expert usage"):
-    """Heatmaps (layer x expert) side by side, one per entry of usage {name: (L, E) fraction of tokens}."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(usage), figsize=(4.2 * len(usage), 2.8), squeeze=False)
-    vmax = max(float(u.max()) for u in usage.values())
-    for ax, (name, u) in zip(axes[0], usage.items()):
-        im = ax.imshow(u.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel("expert")
-        ax.set_ylabel("layer")
-        ax.set_yticks(range(u.shape[0]))
-    fig.colorbar(im, ax=axes[0].tolist(), label="share of tokens choosing the expert")
-    fig.suptitle(title, y=1.04)
-    return fig
-
-
-def plot_load(counts: torch.Tensor, top_k: int, title: str = "tokens per expert"):
-    """Bar chart of one layer's expert counts (E,) with the perfectly balanced level N*k/E."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 2.4))
-    ax.bar(range(len(counts)), counts.numpy(), color="tab:blue")
-    ax.axhline(counts.sum().item() / len(counts), color="tab:red", ls="--", label="perfect balance")
-    ax.set_xlabel("expert")
-    ax.set_ylabel("tokens")
-    ax.set_title(f"{title} (top-{top_k})")
-    ax.legend()
-    return fig
-
-
-def plot_decode_trace(trace: list):
-    """Two panels from generate's StepRecords: positions cached after each pass, and seconds per pass."""
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))
-    steps = [r.step for r in trace]
-    a.plot(steps, [r.cache_length for r in trace], marker=".")
-    a.set_xlabel("forward pass (0 = prefill)")
-    a.set_ylabel("cached positions")
-    b.bar(steps, [1000 * r.seconds for r in trace], color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
-    b.set_xlabel("forward pass (0 = prefill)")
-    b.set_ylabel("ms")
-    b.set_title("prefill (orange) vs one-token decode steps")
-    fig.tight_layout()
-    return fig

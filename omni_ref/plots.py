@@ -1,4 +1,4 @@
-"""Figures and small teaching helpers for the notebooks (first user: 02_encoders_and_positions).
+"""Figures and small teaching helpers for the notebooks: one home for every plot.
 
 The helpers that compute something (block order undone, patches back to pixels, attention windows as a mask,
 recording a module's outputs, measuring what deepstack adds) are plain torch and unit-tested in tests/test_plots.py;
@@ -313,3 +313,77 @@ def plot_deepstack(effect: DeepstackEffect):
     b.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- routing and decoding (notebooks 03 and 04) --------------------------------------------------------------
+
+def plot_expert_usage(usage: dict, title: str = "expert usage"):
+    """Heatmaps (layer x expert) side by side, one per entry of usage {name: (L, E) fraction of tokens}."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(usage), figsize=(4.2 * len(usage), 2.8), squeeze=False)
+    vmax = max(float(u.max()) for u in usage.values())
+    for ax, (name, u) in zip(axes[0], usage.items()):
+        im = ax.imshow(u.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel("expert")
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(u.shape[0]))
+    fig.colorbar(im, ax=axes[0].tolist(), label="share of tokens choosing the expert")
+    fig.suptitle(title, y=1.04)
+    return fig
+
+
+def plot_load(counts: torch.Tensor, top_k: int, title: str = "tokens per expert"):
+    """Bar chart of one layer's expert counts (E,) with the perfectly balanced level N*k/E."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    ax.bar(range(len(counts)), counts.numpy(), color="tab:blue")
+    ax.axhline(counts.sum().item() / len(counts), color="tab:red", ls="--", label="perfect balance")
+    ax.set_xlabel("expert")
+    ax.set_ylabel("tokens")
+    ax.set_title(f"{title} (top-{top_k})")
+    ax.legend()
+    return fig
+
+
+def plot_decode_trace(trace: list):
+    """Two panels from generate's StepRecords: positions cached after each pass, and seconds per pass."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))
+    steps = [r.step for r in trace]
+    a.plot(steps, [r.cache_length for r in trace], marker=".")
+    a.set_xlabel("forward pass (0 = prefill)")
+    a.set_ylabel("cached positions")
+    b.bar(steps, [1000 * r.seconds for r in trace], color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
+    b.set_xlabel("forward pass (0 = prefill)")
+    b.set_ylabel("ms")
+    b.set_title("prefill (orange) vs one-token decode steps")
+    fig.tight_layout()
+    return fig
+
+
+# ---- causal convolution (notebook 06) ----------------------------------------------------------------------
+
+def _cell(x, y, label, color):
+    from matplotlib.patches import Rectangle          # plotting helpers import matplotlib lazily
+    return Rectangle((x + 0.05, y - 0.1), 0.9, 0.8, facecolor=color, edgecolor="0.4", label=label)
+
+
+def plot_causal_conv(ax, kernel: int = 3, dilation: int = 2, length: int = 8, output: int = 2):
+    """Picture of CausalConv's left padding: the (kernel - 1) * dilation zeros in front of the input, and the
+    taps that output `output` reads. Every tap lies at or before its own time step: no look-ahead."""
+    pad = (kernel - 1) * dilation
+    for i in range(-pad, length):                         # input row (y = 1.5), padding cells grey
+        ax.add_patch(_cell(i, 1.5, "0" if i < 0 else f"x{i}", "0.85" if i < 0 else "white"))
+    for t in range(length):                               # output row (y = 0)
+        ax.add_patch(_cell(t, 0, f"y{t}", "#ffe0b0" if t == output else "white"))
+    for j in range(kernel):                               # the taps of the highlighted output
+        src = output - (kernel - 1 - j) * dilation
+        ax.annotate("", xy=(output + 0.5, 0.7), xytext=(src + 0.5, 1.4),
+                    arrowprops=dict(arrowstyle="->", color="C3" if src < 0 else "C0", lw=1.5))
+    for p in ax.patches:
+        ax.text(p.get_x() + 0.5, p.get_y() + 0.4, p.get_label(), ha="center", va="center", fontsize=8)
+    ax.set_xlim(-pad - 0.5, length + 0.5)
+    ax.set_ylim(-0.3, 2.4)
+    ax.axis("off")
+    ax.set_title(f"causal conv, kernel {kernel}, dilation {dilation}: {pad} zeros of left padding, none on the right")

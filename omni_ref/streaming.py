@@ -210,28 +210,3 @@ def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int =
     print(f"  HF's chunk slicing skips {info['samples_skipped_at_boundaries']} samples "
           f"({1000 * info['samples_skipped_at_boundaries'] / SAMPLE_RATE:.0f} ms) at the chunk boundaries")
     return info
-
-
-def plot_causal_conv(ax, kernel: int = 3, dilation: int = 2, length: int = 8, output: int = 2):
-    """Picture of CausalConv's left padding: the (kernel - 1) * dilation zeros in front of the input, and the
-    taps that output `output` reads. Every tap lies at or before its own time step: no look-ahead."""
-    pad = (kernel - 1) * dilation
-    for i in range(-pad, length):                         # input row (y = 1.5), padding cells grey
-        ax.add_patch(_cell(i, 1.5, "0" if i < 0 else f"x{i}", "0.85" if i < 0 else "white"))
-    for t in range(length):                               # output row (y = 0)
-        ax.add_patch(_cell(t, 0, f"y{t}", "#ffe0b0" if t == output else "white"))
-    for j in range(kernel):                               # the taps of the highlighted output
-        src = output - (kernel - 1 - j) * dilation
-        ax.annotate("", xy=(output + 0.5, 0.7), xytext=(src + 0.5, 1.4),
-                    arrowprops=dict(arrowstyle="->", color="C3" if src < 0 else "C0", lw=1.5))
-    for p in ax.patches:
-        ax.text(p.get_x() + 0.5, p.get_y() + 0.4, p.get_label(), ha="center", va="center", fontsize=8)
-    ax.set_xlim(-pad - 0.5, length + 0.5)
-    ax.set_ylim(-0.3, 2.4)
-    ax.axis("off")
-    ax.set_title(f"causal conv, kernel {kernel}, dilation {dilation}: {pad} zeros of left padding, none on the right")
-
-
-def _cell(x, y, label, color):
-    from matplotlib.patches import Rectangle          # plotting helpers import matplotlib lazily
-    return Rectangle((x + 0.05, y - 0.1), 0.9, 0.8, facecolor=color, edgecolor="0.4", label=label)
