@@ -36,5 +36,8 @@ notebooks: $(STAMP)
 env-check: $(STAMP)
 	$(PY) -m omni_ref.env_check
 
+bench: $(STAMP)
+	$(PY) -m omni_ref.bench --out bench/
+
 clean:
 	rm -rf .cache
