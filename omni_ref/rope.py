@@ -77,18 +77,19 @@ class MultimodalRotary:
 
 # ---- position ids -----------------------------------------------------------------------------------------
 
-def text_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch.Tensor:
     """3-axis position ids of a text-only batch: (B, T) mask with 1 = real token -> (3, B, T) int64.
 
     Positions count real tokens only, so a left-padded row starts at 0 where its text starts, exactly as if it
-    were alone. Padding positions get the value 1 (HF's get_rope_index does this; they are masked out of
-    attention, so the value only shows in the outputs at padding positions, which we keep equal to HF's too).
+    were alone. Padding positions get `pad_value`: 1 in HF's get_rope_index (the Thinker), 0 in HF's Talker.
+    They are masked out of attention, so the value only shows in the outputs at padding positions, which we
+    keep equal to HF's too.
     """
     if attention_mask.ndim != 2:
         raise ValueError(f"attention_mask must be (batch, seq), got shape {tuple(attention_mask.shape)}")
     mask = attention_mask.long()
     pos = mask.cumsum(-1) - 1                                        # (B, T)
-    pos = pos.masked_fill(mask == 0, 1)
+    pos = pos.masked_fill(mask == 0, pad_value)
     return pos[None].expand(3, -1, -1)                               # (3, B, T): same value on t, h, w
 
 

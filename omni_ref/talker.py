@@ -27,7 +27,7 @@ from .code_predictor import CodePredictor, residual_sampling
 from .config import OmniConfig, TalkerConfig, TalkerTextConfig
 from .layers import ACTIVATIONS, KVCache, RMSNorm, decoder_layers
 from .moe import RoutingStats, SparseMoE
-from .rope import as_3d_position_ids, multimodal_position_ids
+from .rope import as_3d_position_ids, multimodal_position_ids, text_position_ids
 from .sampling import SamplingOptions, StopState, choose_next, process_logits
 from .thinker import TextDecoder
 
@@ -114,8 +114,7 @@ class Talker(nn.Module):
 
 def text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (3, B, T): the count of real tokens so far minus one, 0 at padding (HF's Talker, text)."""
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 0)[None].expand(3, -1, -1)
+    return text_position_ids(attention_mask, pad_value=0)
 
 
 def suppressed_ids(cfg: TalkerConfig) -> list[int]:
