@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m omni_ref.demo
+	$(PY) -m omni_ref.tools.demo
 
 test: $(STAMP)
-	$(PY) -m omni_ref.env_check
+	$(PY) -m omni_ref.tools.env_check
 	$(PY) -m pytest -q tests notebooks --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
 
 lab: $(STAMP)
@@ -34,10 +34,10 @@ notebooks: $(STAMP)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/*.ipynb
 
 env-check: $(STAMP)
-	$(PY) -m omni_ref.env_check
+	$(PY) -m omni_ref.tools.env_check
 
 bench: $(STAMP)
-	$(PY) -m omni_ref.bench --out bench/
+	$(PY) -m omni_ref.tools.bench --out bench/
 
 clean:
 	rm -rf .cache

@@ -4,11 +4,13 @@
     omni_ref.presets.write_checkpoint("tiny", "ckpt/tiny")
     model = omni_ref.load("ckpt/tiny")
 """
-from . import config, presets
+from . import config, exercises, presets
 from .checkpoint import CheckpointError, load, save, verify
 from .config import ConfigError, OmniConfig
 from .model import Qwen3Omni
 from .processor import Processor
+from .tools.source import show
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "Processor", "ConfigError", "CheckpointError"]
+__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "Processor", "ConfigError", "CheckpointError",
+           "show", "exercises"]

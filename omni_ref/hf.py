@@ -163,7 +163,7 @@ def hf_thinker_trace(model, **inputs) -> dict:
 def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str]:
     """The per-layer diff report (debug.layer_diff_report) of our Thinker against HF's on the same inputs.
     ours, theirs: the Thinker or the whole model of each side."""
-    from . import debug
+    from .tools import debug
     ours = ours.thinker if hasattr(ours, "thinker") else ours
     return debug.layer_diff_report(debug.thinker_trace(ours, **inputs), hf_thinker_trace(theirs, **inputs), atol)
 

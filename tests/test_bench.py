@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from omni_ref import bench, latency
+from omni_ref.tools import bench, latency
 
 STAGES = {"processor": {"omni_ref": 0.010, "hf": None}, "thinker_ttft": {"omni_ref": 0.100, "hf": 0.050},
           "thinker_token": {"omni_ref": 0.020, "hf": 0.040}, "talker_ttft": {"omni_ref": 0.030, "hf": 0.030},

@@ -163,7 +163,7 @@ def test_causal_conv_picture():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from omni_ref.plots import plot_causal_conv
+    from omni_ref.tools.plots import plot_causal_conv
     fig, ax = plt.subplots()
     plot_causal_conv(ax, kernel=3, dilation=2, length=6)
     assert sum(p.get_label() == "0" for p in ax.patches) == 4        # (3 - 1) * 2 zeros of left padding

@@ -1,5 +1,5 @@
 """`make demo` end to end on the tiny preset: every stage runs and HF agrees."""
-from omni_ref import demo
+from omni_ref.tools import demo
 
 
 def test_demo_runs_and_agrees_with_hf(capsys):

@@ -3,7 +3,7 @@ monotonicity, active vs total bytes of the real model, and a self-check of the r
 import pytest
 
 import omni_ref
-from omni_ref import latency
+from omni_ref.tools import latency
 
 HW = latency.Hardware(flops=1e12, bandwidth=1e11)        # round numbers to compute by hand
 

@@ -34,7 +34,7 @@ def test_parity_pins():
 
 
 def test_installed_versions_are_the_pins():
-    out = subprocess.run([sys.executable, "-m", "omni_ref.env_check"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "omni_ref.tools.env_check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
     assert "FAIL" not in out.stdout
 

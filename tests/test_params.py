@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import omni_ref
-from omni_ref import latency
+from omni_ref.tools import latency
 
 # Exact counts from ../shared/reference/paper_tables.md ("Exact counts rebuilt from the released config").
 TABLE_1 = {

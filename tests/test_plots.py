@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from omni_ref import plots, presets
+from omni_ref import presets
+from omni_ref.tools import plots
 from omni_ref.processor.vision import VisionSettings, normalize, patchify
 from omni_ref.vision_encoder import to_block_order
 

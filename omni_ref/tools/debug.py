@@ -96,7 +96,7 @@ def measure_load_rss(checkpoint_dir, loads=(("thinker",), None)) -> list[dict]:
     import json
     import subprocess
     import sys
-    script = ("import json, sys; import omni_ref; from omni_ref import debug; "
+    script = ("import json, sys; import omni_ref; from omni_ref.tools import debug; "
               "keep = [omni_ref.load(sys.argv[1], components=['thinker'])]; out = []\n"
               "for comps in json.loads(sys.argv[2]):\n"
               "    before = debug.rss_bytes(); keep.append(omni_ref.load(sys.argv[1], components=comps))\n"

@@ -1,6 +1,6 @@
 """`make bench`: per-stage latencies of omni_ref AND Hugging Face, measured in one run on the same inputs.
 
-    python -m omni_ref.bench --out bench/ [--preset demo] [--repeats 3]
+    python -m omni_ref.tools.bench --out bench/ [--preset demo] [--repeats 3]
 
 On the demo preset (CPU, fp32, the thread count fixed by OMP_NUM_THREADS), for each sample chat of `make demo`
 (demo.requests()), the stages of the report's Table 2 (Qwen3-Omni Technical Report, arXiv 2509.17765,
@@ -38,14 +38,15 @@ from pathlib import Path
 
 import torch
 
-from . import latency, presets
-from .audio_encoder import pack_padded_features
-from .code_predictor import residual_sampling
+from .. import presets
+from . import latency
+from ..audio_encoder import pack_padded_features
+from ..code_predictor import residual_sampling
 from .demo import requests
-from .generate import generate_speech, thinker_generate
-from .sampling import SamplingOptions
-from .streaming import measure_streaming
-from .talker import suppressed_ids, talker_generate
+from ..generate import generate_speech, thinker_generate
+from ..sampling import SamplingOptions
+from ..streaming import measure_streaming
+from ..talker import suppressed_ids, talker_generate
 
 
 def timed(fn, repeats: int = 3, warmup: int = 1):
@@ -111,7 +112,7 @@ def measure_request(model, twin, processor, messages, repeats: int = 3, thinker_
 
     # The speech path once on each side (untimed): our Speech object and HF's captured Talker call give each
     # side its own Talker prompt, and their codes must agree.
-    from . import hf
+    from .. import hf
     opts = dict(thinker_max_new_tokens=max(thinker_tokens, 2), thinker_eos_token_id=eos,
                 talker_max_new_tokens=talker_steps, talker_do_sample=False)
     speech = generate_speech(model, inputs["input_ids"], "Ethan", **opts, **media)
@@ -213,9 +214,9 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
     prefill ran ~100x slower in one process and the flush cured it, though the slowdown did not come back
     later without it. It changes no result the bench checks (the parity lines run under the same setting on
     both sides) and the JSON records it; --keep-denormals measures without it."""
-    from . import hf
-    from .checkpoint import load
-    from .processor import Processor
+    from .. import hf
+    from ..checkpoint import load
+    from ..processor import Processor
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     torch.set_flush_denormal(flush_denormal)

@@ -1,4 +1,4 @@
-"""`python -m omni_ref.env_check`: one OK/FAIL line per dependency, for bug reports.
+"""`python -m omni_ref.tools.env_check`: one OK/FAIL line per dependency, for bug reports.
 
 The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this check and the
 install can never disagree about what the right versions are.

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .config import OmniConfig
-from .moe import SparseMoE
+from ..config import OmniConfig
+from ..moe import SparseMoE
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
@@ -183,7 +183,7 @@ def analytic_table_2(model=None, hw: Hardware = Hardware(), dtype: str = "bf16",
     model: the paper's figure is carried over so the overall row can be summed."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from . import presets
+    from .. import presets
     model = model if model is not None else presets.build_meta("real")
     w = decoder_weights(model)
     audio = sum(p.numel() for p in model.thinker.audio_tower.parameters())

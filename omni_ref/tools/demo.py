@@ -21,9 +21,10 @@ import time
 
 import torch
 
-from . import latency, presets
-from .checkpoint import load
-from .processor import Processor
+from .. import presets
+from . import latency
+from ..checkpoint import load
+from ..processor import Processor
 
 DATA = presets.REPO_DIR / "data"
 OUT = presets.REPO_DIR / "out"
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     processor = st.run("Processor.from_pretrained", lambda: Processor.from_pretrained(ckpt))
     twin = None
     if not args.no_parity:
-        from . import hf    # the only place transformers is imported
+        from .. import hf    # the only place transformers is imported
         twin = st.run("HF from_pretrained (fp32, eager)", lambda: hf.load_hf(ckpt))
     eos = model.config.im_end_token_id
     cfg = model.config.thinker_config

@@ -191,7 +191,7 @@ def plot_patches(image, grid_h: int, grid_w: int, merge: int, patch: int):
     """Left: the resized picture with its patch grid (thin) and merge groups (thick). Right: which row of
     pixel_values each patch is, showing that the merge x merge patches of one token are consecutive rows."""
     import matplotlib.pyplot as plt
-    from .vision_encoder import to_block_order
+    from ..vision_encoder import to_block_order
     order = torch.empty(grid_h * grid_w, dtype=torch.long)
     order[to_block_order(torch.arange(grid_h * grid_w).reshape(grid_h, grid_w), merge)] = torch.arange(grid_h * grid_w)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.9))
