@@ -33,7 +33,8 @@ from .layers import ACTIVATIONS, SwiGLU
 
 @dataclass
 class RoutingStats:
-    """What the router decided for each of B x T tokens in one layer (tensors detached from autograd).
+    """What the router decided for each of B x T tokens in one layer (tensors detached from autograd, except
+    router_logits: the load-balancing loss trains the router through them, as HF's does through its logits).
 
     router_logits (B, T, E)   raw scores x W_r^T
     router_probs  (B, T, E)   softmax over all E experts, fp32
@@ -136,7 +137,7 @@ class SparseMoE(nn.Module):
         out = self.experts(flat, experts, weights)                   # (N, H)
         if hasattr(self, "shared_expert"):
             out = out + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
-        stats = RoutingStats(logits.detach().view(B, T, -1), probs.detach().view(B, T, -1),
+        stats = RoutingStats(logits.view(B, T, -1), probs.detach().view(B, T, -1),
                              experts.view(B, T, -1), weights.detach().view(B, T, -1))
         return out.view(B, T, H), stats
 
