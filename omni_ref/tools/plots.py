@@ -347,17 +347,136 @@ def plot_load(counts: torch.Tensor, top_k: int, title: str = "tokens per expert"
 
 
 def plot_decode_trace(trace: list):
-    """Two panels from generate's StepRecords: positions cached after each pass, and seconds per pass."""
+    """Two panels from generate's StepRecords: the cache after each pass (positions and bytes, exact), and the
+    time per token of each pass: the prefill's time divided by its prompt positions, a decode step's time as is
+    (the fair comparison: a prefill pass makes T positions at once)."""
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 2.9))
     steps = [r.step for r in trace]
     a.plot(steps, [r.cache_length for r in trace], marker=".")
     a.set_xlabel("forward pass (0 = prefill)")
     a.set_ylabel("cached positions")
-    b.bar(steps, [1000 * r.seconds for r in trace], color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
+    a.set_title("the cache grows by one position per decode step")
+    kib = a.twinx()
+    kib.plot(steps, [r.cache_bytes / 1024 for r in trace], alpha=0)        # same line, second unit
+    kib.set_ylabel("cache KiB")
+    per_token = [1000 * r.seconds / r.new_positions for r in trace]
+    b.bar(steps, per_token, color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
+    b.set_yscale("log")
     b.set_xlabel("forward pass (0 = prefill)")
-    b.set_ylabel("ms")
-    b.set_title("prefill (orange) vs one-token decode steps")
+    b.set_ylabel("ms per token (log)")
+    b.set_title(f"prefill: time / {trace[0].new_positions} prompt tokens (orange); decode steps (blue)")
+    fig.tight_layout()
+    return fig
+
+
+# ---- routing and sampling pictured (notebooks 03 and 04, issue 9) ------------------------------------------------
+
+def nucleus_size(probs: torch.Tensor, top_p: float) -> int:
+    """How many tokens top-p keeps of one distribution probs (V,): the smallest number of most likely tokens whose
+    probability reaches top_p, at least one (what sampling.apply_top_p keeps, ties aside)."""
+    sorted_p = probs.sort(descending=True).values
+    before = sorted_p.cumsum(0) - sorted_p                     # mass of the more likely tokens
+    return max(1, int((before < top_p).sum()))
+
+
+def modality_routing(routing: list, masks: dict, layer: int) -> dict:
+    """Per modality, for one MoE layer: (share of its tokens that choose each expert (E,), its tokens' mean router
+    probability of each expert (E,)), the f_e and P_e of the load-balancing loss restricted to that modality.
+    routing: per-layer RoutingStats; masks {name: (B, T) bool}; modalities without tokens are left out."""
+    r = routing[layer]
+    if r is None:
+        raise ValueError(f"layer {layer} is dense: it has no router")
+    out = {}
+    for name, mask in masks.items():
+        n = int(mask.sum())
+        if n:
+            share = r.expert_counts(mask).float() / n                                  # (E,) sums to k
+            out[name] = (share, r.router_probs[mask.bool()].float().mean(0))           # (E,) sums to 1
+    return out
+
+
+def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = True, title: str = "one token"):
+    """The router's decision for one token, probs (E,): left, all E probabilities sorted, the top-k in colour, the
+    uniform 1/E and the cut after rank k drawn; right, the k mixing weights with the 1/k line."""
+    import matplotlib.pyplot as plt
+    E = probs.shape[-1]
+    sorted_p = probs.float().sort(descending=True).values
+    kept = sorted_p[:top_k]
+    weights = kept / kept.sum() if norm_topk_prob else kept
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 2.9), gridspec_kw={"width_ratios": [3, 1]})
+    a.bar(range(1, E + 1), sorted_p.numpy(), color=["tab:red"] * top_k + ["tab:gray"] * (E - top_k))
+    a.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+    a.axvline(top_k + 0.5, color="tab:red", ls=":", lw=1.5, label=f"top-k cut (k = {top_k})")
+    a.set_yscale("log")
+    a.set_xlabel("expert, ranked by router probability")
+    a.set_ylabel("router probability (log)")
+    a.set_title("softmax over all E experts, then keep the k largest")
+    a.legend(fontsize=8, loc="upper right")
+    b.bar(range(1, top_k + 1), weights.numpy(), color="tab:red")
+    b.axhline(1 / top_k, color="k", ls="--", lw=1, label=f"1/k = 1/{top_k}")
+    b.set_xlabel("kept expert (rank)")
+    b.set_ylabel("mixing weight")
+    b.set_title("renormalised: sum = 1" if norm_topk_prob else "not renormalised")
+    b.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title, y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_expert_share(panels: dict, top_k: int, title: str = "expert usage by modality"):
+    """Columns: one per entry of panels {label: modality_routing(...) result}. Top row: share of each modality's
+    tokens choosing each expert, with the balanced level k/E; bottom row: mean router probability, with 1/E.
+    Experts are ranked within a column by their share over all modalities together, so a modality that prefers
+    other experts than the rest peaks elsewhere."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False, sharey="row")
+    for col, (label, by_modality) in enumerate(panels.items()):
+        E = next(iter(by_modality.values()))[0].shape[0]
+        order = torch.stack([s for s, _ in by_modality.values()]).sum(0).argsort(descending=True)
+        rank = range(1, E + 1)
+        top, bottom = axes[0, col], axes[1, col]
+        for name, (share, prob) in by_modality.items():
+            colour = MODALITY_COLOURS.get(name, None)
+            top.plot(rank, share[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+            bottom.plot(rank, prob[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+        top.axhline(top_k / E, color="k", ls="--", lw=1, label=f"balanced k/E = {top_k}/{E}")
+        bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+        top.set_title(label)
+        top.set_ylabel("share of the modality's tokens\nchoosing the expert")
+        bottom.set_ylabel("mean router probability")
+        bottom.set_xlabel("expert, ranked by its share over all tokens")
+        top.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title, y=1.01)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sampling_filters(logits_by_name: dict, temperatures=(0.5, 1.0, 2.0), top_k: int = 50, top_p: float = 0.9):
+    """One panel per logit vector (V,): next-token probabilities sorted by rank (log-log) at several temperatures,
+    the top-k cut at rank k (one line: temperature never changes the order) and, per temperature, the rank where
+    top-p's nucleus ends (dotted, in the curve's colour)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(logits_by_name), figsize=(5.6 * len(logits_by_name), 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (label, logits) in zip(axes[0], logits_by_name.items()):
+        V = logits.shape[-1]
+        rank = torch.arange(1, V + 1)
+        for T, colour in zip(temperatures, colours):
+            probs = torch.softmax(logits.float() / T, dim=-1)
+            n = nucleus_size(probs, top_p)
+            ax.plot(rank.numpy(), probs.sort(descending=True).values.numpy(), color=colour, lw=1.5,
+                    label=f"T = {T:g}: top-p {top_p:g} keeps {n}")
+            ax.axvline(n, color=colour, ls=":", lw=1.5)
+        ax.axvline(top_k, color="k", ls="--", lw=1, label=f"top-k = {top_k}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("token rank (log)")
+        ax.set_ylabel("probability (log)")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("temperature reshapes the distribution; top-k cuts at a fixed rank, top-p where the mass "
+                 f"reaches {top_p:g}", y=1.02)
     fig.tight_layout()
     return fig
 
