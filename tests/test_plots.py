@@ -136,3 +136,48 @@ def test_routing_and_sampling_figures_draw(tiny_thinker):
     assert all(f.axes for f in figs)
     for f in figs:
         plt.close(f)
+
+
+# ---- the architecture and the stage timings (notebooks 00 and 07) ----------------------------------------------
+
+def test_architecture_shapes_are_the_real_configs():
+    from omni_ref import presets
+    s = plots.architecture_shapes(presets.config("real"), mel_frames=343, image_grid=(1, 12, 18))
+    assert s["mel"] == "log-mel (128, 343)"
+    assert s["audio"] == "audio tokens (45, 2048)"                 # 3 x 13 + 6 tokens; AuT output_dim 2048
+    assert s["patches"] == "patches (216, 1536)"                   # 12 x 18 patches of 3 x 2 x 16 x 16
+    assert s["image"] == "image tokens (54, 2048)"                 # merged 2 x 2
+    assert s["deepstack"].startswith("deepstack 3 x (54, 2048)")
+    assert s["handoff"] == "embeddings (T, 2048) + layer-24 states (T, 2048)"
+    assert s["codes"] == "codes (16, F) x 2048 at 12.5 Hz" and s["wave"] == "wave (1, 1, 1920 F) at 24 kHz"
+
+
+def test_log_ticks_label_one_two_five():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    assert plots.log_ticks(ax, 0.08, 60) == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+    assert [t.get_text() for t in ax.get_yticklabels()][:3] == ["0.1", "0.2", "0.5"]
+    plt.close(fig)
+
+
+def test_architecture_and_timing_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref import presets
+    from omni_ref.tools import latency
+    stage = {"omni_ref": 0.010, "hf": 0.020, "runs": {"omni_ref": [0.009, 0.010, 0.011], "hf": [0.01, 0.02, 0.03]},
+             "flag": {"omni_ref": None, "hf": "spread 100% is over 50%"}}
+    stages = {"thinker_ttft": stage, "processor": {"omni_ref": 0.001, "hf": None}}
+    steps = {"thinker": {"omni_ref": {"thinker_ttft": [0.05], "thinker_token": [0.01, 0.012]}, "hf": {}},
+             "talker": {"omni_ref": {"talker_ttft": [0.02], "talker_step": [0.03]},
+                        "hf": {"talker_ttft": [0.02], "talker_step": [0.04]}}}
+    figs = [plots.plot_architecture(presets.config("real")),
+            plots.plot_parameter_sizes(latency.module_sizes(presets.build_meta("tiny"))),
+            plots.plot_stage_times(stages), plots.plot_step_times(steps)]
+    assert all(f.axes for f in figs)
+    for f in figs:
+        plt.close(f)
