@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -380,10 +381,16 @@ def nucleus_size(probs: torch.Tensor, top_p: float) -> int:
     return max(1, int((before < top_p).sum()))
 
 
+class ModalityRouting(NamedTuple):
+    """One modality's routing in one layer: the f_e and P_e of the load-balancing loss restricted to it."""
+    share: torch.Tensor      # (E,) share of its tokens that choose each expert; sums to k
+    prob: torch.Tensor       # (E,) its tokens' mean router probability of each expert; sums to 1
+    tokens: int              # how many tokens it has
+
+
 def modality_routing(routing: list, masks: dict, layer: int) -> dict:
-    """Per modality, for one MoE layer: (share of its tokens that choose each expert (E,), its tokens' mean router
-    probability of each expert (E,)), the f_e and P_e of the load-balancing loss restricted to that modality.
-    routing: per-layer RoutingStats; masks {name: (B, T) bool}; modalities without tokens are left out."""
+    """{modality: ModalityRouting} for one MoE layer. routing: per-layer RoutingStats; masks {name: (B, T) bool};
+    modalities without tokens are left out."""
     r = routing[layer]
     if r is None:
         raise ValueError(f"layer {layer} is dense: it has no router")
@@ -392,7 +399,7 @@ def modality_routing(routing: list, masks: dict, layer: int) -> dict:
         n = int(mask.sum())
         if n:
             share = r.expert_counts(mask).float() / n                                  # (E,) sums to k
-            out[name] = (share, r.router_probs[mask.bool()].float().mean(0))           # (E,) sums to 1
+            out[name] = ModalityRouting(share, r.router_probs[mask.bool()].float().mean(0), n)
     return out
 
 
@@ -418,35 +425,44 @@ def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = Tr
     b.set_xlabel("kept expert (rank)")
     b.set_ylabel("mixing weight")
     b.set_title("renormalised: sum = 1" if norm_topk_prob else "not renormalised")
-    b.legend(fontsize=8, loc="lower left")
+    b.legend(fontsize=8, loc="lower right", framealpha=0.9)
     fig.suptitle(title, y=1.03)
     fig.tight_layout()
     return fig
 
 
-def plot_expert_share(panels: dict, top_k: int, title: str = "expert usage by modality"):
-    """Columns: one per entry of panels {label: modality_routing(...) result}. Top row: share of each modality's
-    tokens choosing each expert, with the balanced level k/E; bottom row: mean router probability, with 1/E.
-    Experts are ranked within a column by their share over all modalities together, so a modality that prefers
-    other experts than the rest peaks elsewhere."""
+def plot_expert_share(panels: dict, title: str = "expert usage by modality"):
+    """Columns: one per entry of panels {label: modality_routing(...) result}, experts ranked by how many tokens
+    choose them. Top: f_e, the share of all tokens choosing expert e, as bars stacked by modality (a bar of one
+    colour is an expert only that modality uses), with the balanced level k/E. Bottom: P_e, the mean router
+    probability, stacked the same way, with the uniform level 1/E. Each column reads E and k from its own data, so
+    checkpoints of different sizes can stand side by side."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False, sharey="row")
+    sizes = {next(iter(p.values())).share.shape[0] for p in panels.values()}
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False,
+                             sharey="row" if len(sizes) == 1 else False)     # one scale when E is the same
     for col, (label, by_modality) in enumerate(panels.items()):
-        E = next(iter(by_modality.values()))[0].shape[0]
-        order = torch.stack([s for s, _ in by_modality.values()]).sum(0).argsort(descending=True)
+        total = sum(m.tokens for m in by_modality.values())
+        parts = {name: (m.share * m.tokens / total, m.prob * m.tokens / total) for name, m in by_modality.items()}
+        E = next(iter(parts.values()))[0].shape[0]
+        top_k = round(float(sum(f.sum() for f, _ in parts.values())))                  # f_e sums to k
+        order = torch.stack([f for f, _ in parts.values()]).sum(0).argsort(descending=True)
         rank = range(1, E + 1)
         top, bottom = axes[0, col], axes[1, col]
-        for name, (share, prob) in by_modality.items():
-            colour = MODALITY_COLOURS.get(name, None)
-            top.plot(rank, share[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
-            bottom.plot(rank, prob[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+        f_base, p_base = torch.zeros(E), torch.zeros(E)
+        for name, (f, p) in parts.items():
+            colour = MODALITY_COLOURS.get(name)
+            top.bar(rank, f[order].numpy(), bottom=f_base.numpy(), width=1.0, color=colour, label=name)
+            bottom.bar(rank, p[order].numpy(), bottom=p_base.numpy(), width=1.0, color=colour, label=name)
+            f_base, p_base = f_base + f[order], p_base + p[order]
         top.axhline(top_k / E, color="k", ls="--", lw=1, label=f"balanced k/E = {top_k}/{E}")
-        bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+        uniform = bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
         top.set_title(label)
-        top.set_ylabel("share of the modality's tokens\nchoosing the expert")
-        bottom.set_ylabel("mean router probability")
-        bottom.set_xlabel("expert, ranked by its share over all tokens")
+        top.set_ylabel("f_e: share of tokens\nchoosing the expert")
+        bottom.set_ylabel("P_e: mean router\nprobability")
+        bottom.set_xlabel("expert, ranked by f_e")
         top.legend(fontsize=8, loc="upper right")
+        bottom.legend(handles=[uniform], fontsize=8, loc="upper right")
     fig.suptitle(title, y=1.01)
     fig.tight_layout()
     return fig
