@@ -142,21 +142,6 @@ def plot_mel(features: torch.Tensor, chunk: int = 100, windows=(), title: str = 
     return fig
 
 
-def plot_conv_stages(stages: dict, seconds: float = 1.0):
-    """One chunk at each stage, {name: (freq, time) map}, every panel drawn on the same 1 s x 128-bin canvas,
-    so the cells visibly grow as each stride-2 convolution halves both axes."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.1 * len(stages), 2.8), sharey=True)
-    for ax, (name, m) in zip(axes, stages.items()):
-        ax.imshow(m, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                  extent=[0, seconds, 0, 128])
-        ax.set_title(f"{name}\n{m.shape[0]} freq x {m.shape[1]} time", fontsize=10)
-        ax.set_xlabel("seconds")
-    axes[0].set_ylabel("mel bins covered")
-    fig.tight_layout()
-    return fig
-
-
 def plot_attention_windows(window_tokens, chunk_tokens, response: torch.Tensor | None = None,
                            tokens_per_second: float = 13):
     """The audio encoder's attention pattern over the token axis (block-diagonal windows, chunk boundaries as
