@@ -692,8 +692,7 @@ def architecture_shapes(cfg, mel_frames: int = 1000, image_grid=(1, 28, 28)) -> 
         "ids": "token ids (T,)",
         "audio": f"audio tokens ({audio_token_count(mel_frames, a.n_window)}, {a.output_dim})",
         "image": f"image tokens ({merged}, {v.out_hidden_size})",
-        "deepstack": f"deepstack {len(v.deepstack_visual_indexes)} x ({merged}, {v.out_hidden_size}) into layers "
-                     f"0..{len(v.deepstack_visual_indexes) - 1}",
+        "deepstack": f"deepstack {len(v.deepstack_visual_indexes)} x ({merged}, {v.out_hidden_size})",
         "text": f"answer ids: logits over {t.vocab_size:,}",
         "handoff": f"embeddings (T, {t.hidden_size}) + layer-{tk.accept_hidden_layer} states (T, {t.hidden_size})",
         "talker_in": f"projected to (U + 9, {tk.text_config.hidden_size})",
@@ -729,7 +728,9 @@ def plot_architecture(cfg, mel_frames: int = 1000, image_grid=(1, 28, 28), title
         "Thinker": (9.2, 4.9, 3.3, 4.5, "tab:blue",
                     [f"{t.num_hidden_layers} layers x {t.hidden_size}", f"MoE: {t.num_experts} experts, top-"
                      f"{t.num_experts_per_tok}", f"GQA {t.num_attention_heads} / {t.num_key_value_heads} heads x "
-                     f"{t.resolved_head_dim}", "TM-RoPE, KV cache"]),
+                     f"{t.resolved_head_dim}", "TM-RoPE, KV cache", "",
+                     f"deepstack added after layers 0..{len(v.deepstack_visual_indexes) - 1}",
+                     f"layer {tk.accept_hidden_layer}'s states -> Talker"]),
         "Talker": (0.2, 0.3, 3.3, 3.2, "tab:purple",
                    [f"{k.num_hidden_layers} layers x {k.hidden_size}", f"MoE: {k.num_experts} experts, top-"
                     f"{k.num_experts_per_tok}", "+ a shared expert", f"code 0 of each frame", f"(vocab {k.vocab_size})"]),
