@@ -227,3 +227,44 @@ def test_processor_and_position_figures_draw():
     assert all(f.axes for f in figs)
     for f in figs:
         plt.close(f)
+
+
+# ---- notebooks 05 and 06: Talker, MTP and Code2Wav figures ---------------------------------------------------
+
+def test_envelope_keeps_min_and_max_of_every_window():
+    lo, hi = plots.envelope(torch.tensor([0.0, 3.0, -1.0, 2.0, 5.0]), 2)
+    assert lo.tolist() == [0.0, -1.0, 5.0] and hi.tolist() == [3.0, 2.0, 5.0]   # last window padded with itself
+
+
+def test_residual_dependencies_are_a_strict_triangle():
+    from omni_ref.model import init_random_weights
+    from omni_ref.talker import Talker
+    talker = Talker(presets.config("tiny").talker_config).eval()
+    init_random_weights(talker, seed=3)
+    hidden = torch.randn(1, 1, talker.config.text_config.hidden_size, generator=torch.Generator().manual_seed(4))
+    dep = plots.residual_dependencies(talker, hidden, code0=5)
+    n = talker.config.num_code_groups
+    later = torch.ones(n, n, dtype=torch.bool).triu(1)
+    assert dep.shape == (n, n)
+    assert (dep[~later] == 0).all()            # forcing code q never moves codes 0..q
+    assert (dep[later] > 0).all()              # and always moves the logits of every later code
+
+
+def test_talker_and_code2wav_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref.code2wav import chunk_spans
+    from omni_ref.talker import ASSISTANT_SEGMENTS
+    segments = [("user text: text_projection", 0, 3), ("user media: hidden_projection", 3, 10)] + [
+        (s, 10 + i, 11 + i) for i, s in enumerate(ASSISTANT_SEGMENTS)]
+    wave = torch.sin(torch.arange(6 * 1920 - 555) / 7.0)
+    figs = [plots.plot_talker_prompt(segments, 2),
+            plots.plot_frame_codes(torch.randint(0, 2048, (4, 8)), torch.ones(4, 4).triu(1), n_frames=3),
+            plots.plot_waveform_frames(wave, 1920, 555, 24000, zoom=(2, 4)),
+            plots.plot_chunk_spans(chunk_spans(50, 10, 25), 50, 1920, 555)]
+    assert len(figs[0].axes[1].patches) == 2 * len(ASSISTANT_SEGMENTS)     # a text side and a codec side each
+    assert len(figs[1].axes[0].texts) == 4 * 3                              # one code id per cell shown
+    assert len(figs[3].axes[0].patches) == 2 * 5                            # context and kept part per chunk
+    for f in figs:
+        plt.close(f)

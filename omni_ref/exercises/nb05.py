@@ -1,5 +1,5 @@
-"""Exercises of notebook 05 (Talker and MTP): the codec's rate, the text fed step by step, the next Talker input,
-the suppressed control ids."""
+"""Exercises of notebook 05 (Talker and MTP): passes and bits of an answer, the text fed step by step, the next
+Talker input, the suppressed control ids."""
 from __future__ import annotations
 
 import functools
@@ -9,37 +9,44 @@ import torch
 
 from . import call, exercise, number
 
-# ---- 05.1 predict: codes and bits per second ----------------------------------------------------------------------
+# ---- 05.1 predict: Talker steps and bits of a 6 s answer -------------------------------------------------------
 
 FRAMES_PER_S = 24000 / 1920            # Code2Wav: 1920 samples per frame at 24 kHz
 CODEBOOKS, CODEBOOK_SIZE = 16, 2048    # presets.config("real").talker_config: num_code_groups, codebook entries
+SECONDS = 6.0
 
 
-def _rate_right():
-    return (FRAMES_PER_S * CODEBOOKS, FRAMES_PER_S * CODEBOOKS * 11)
+def _steps_right():
+    frames = round(SECONDS * FRAMES_PER_S)
+    return (frames + 1, frames * CODEBOOKS * 11)
 
 
-@exercise("05.1", "How many codec codes per second of speech does the real Talker + MTP emit, and how many bits "
-          "per second is that? Answer (codes_per_second, bits_per_second).",
-          right=_rate_right, wrong=lambda: (FRAMES_PER_S, FRAMES_PER_S * 11),
-          praise="12.5 frames/s x 16 codebooks = 200 codes/s; each code picks one of 2048 = 2^11 entries, so "
-                 "11 bits: 2200 bit/s, about 2.2 kbit/s for speech that Code2Wav turns into 24 kHz audio "
-                 "(384 kbit/s as 16-bit samples).")
-def _rate(answer):
+@exercise("05.1", "A trained Talker speaks a 6.0 s answer and then stops by itself. How many Talker forward "
+          "passes (the prefill included) does that take, and how many bits do the answer's codes hold? Answer "
+          "(passes, bits).",
+          right=_steps_right, wrong=lambda: (75, 75 * CODEBOOKS * 11),
+          praise="6 s x 12.5 frames/s = 75 frames; the prefill's logits give code 0 of frame 0 and each later pass "
+                 "one more, so 75 passes make the frames and a 76th emits codec eos. 75 x 16 codes x 11 bits "
+                 "(2048 = 2^11 entries) = 13,200 bits: 2.2 kbit/s, against 384 kbit/s for the 16-bit 24 kHz "
+                 "audio Code2Wav makes of them.")
+def _steps(answer):
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise TypeError("answer with two numbers: (codes_per_second, bits_per_second)")
-    codes, bits = (number(a) for a in answer)
-    want_codes, want_bits = _rate_right()
-    if codes == FRAMES_PER_S:
-        return "that is frames per second; every frame is a column of one code per codebook"
-    if abs(codes - want_codes) > 1e-6:
-        return "frames per second = samples per second / samples per frame; then count the codes in one frame"
-    if bits == codes * CODEBOOK_SIZE:
+        raise TypeError("answer with two numbers: (passes, bits)")
+    passes, bits = (number(a) for a in answer)
+    want_passes, want_bits = _steps_right()
+    frames = want_passes - 1
+    if passes == frames:
+        return "75 passes make the 75 frames; how does the Talker say that the speech is over?"
+    if passes == frames * CODEBOOKS or passes == frames * CODEBOOKS + 1:
+        return "the Talker makes only code 0 of each frame; the MTP makes the other 15"
+    if passes != want_passes:
+        return "frames per second = 24000 samples per second / 1920 samples per frame; one Talker pass per frame"
+    if bits == frames * CODEBOOKS * CODEBOOK_SIZE:
         return "a code is an index into a 2048-entry codebook: how many bits does it take to write that index?"
-    if bits == codes * 16:
-        return "16 is the number of codebooks, not the size of a code: how many bits index 2048 entries?"
-    if abs(bits - want_bits) > 1e-6:
-        return "bits per code = log2(entries per codebook)"
+    if bits == frames * 11:
+        return "every frame holds one code per codebook"
+    if bits != want_bits:
+        return "bits = frames x codebooks x log2(entries per codebook)"
     return None
 
 

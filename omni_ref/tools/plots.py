@@ -673,6 +673,200 @@ def plot_causal_conv(ax, kernel: int = 3, dilation: int = 2, length: int = 8, ou
     ax.set_title(f"causal conv, kernel {kernel}, dilation {dilation}: {pad} zeros of left padding, none on the right")
 
 
+# ---- Talker, MTP and Code2Wav (notebooks 05 and 06) ------------------------------------------------------------
+
+def envelope(x, window: int):
+    """Lowest and highest value of every `window` consecutive samples of a 1D signal: (lo, hi), each
+    (ceil(n / window),). A waveform of 50 000 samples drawn as lines is a solid band; its envelope is not."""
+    x = torch.as_tensor(x).flatten()
+    pad = (-x.numel()) % window
+    if pad:                                                 # repeat the last sample: min/max stay honest
+        x = torch.cat([x, x[-1:].expand(pad)])
+    blocks = x.reshape(-1, window)
+    return blocks.min(dim=1).values, blocks.max(dim=1).values
+
+
+@torch.no_grad()
+def residual_dependencies(talker, hidden: torch.Tensor, code0: int) -> torch.Tensor:
+    """Which code of one frame depends on which, measured by intervention (greedy, as the MTP decodes).
+
+    hidden (1, 1, H): the Talker's last normed state; code0: its codebook-0 code. Runs the frame once as is and
+    once per codebook q with code q forced to another value (the following codes then follow from it, greedily).
+    Returns (N, N) floats: entry [q, j] = max |change| of the logits that choose code j when code q is forced
+    (0 where j <= q: a code never depends on the ones after it)."""
+    from ..layers import KVCache
+    predictor = talker.code_predictor
+    n, vocab = len(predictor.lm_head) + 1, predictor.config.vocab_size
+
+    def run(forced: int | None):
+        c0 = torch.tensor([[(code0 + 1) % vocab if forced == 0 else code0]])
+        cache, codes, heads = KVCache(), [], [torch.zeros(vocab)]         # code 0's logits are the Talker's
+        embeds = torch.cat([hidden, talker.model.codec_embedding(c0)], dim=1)
+        logits, _ = predictor(0, inputs_embeds=embeds, past_key_values=cache)
+        for step in range(n - 1):
+            if step > 0:
+                logits, _ = predictor(step, codes=codes[-1], past_key_values=cache)
+            heads.append(logits[0, -1])
+            code = logits[:, -1:].argmax(-1)                                 # (1, 1)
+            codes.append((code + 1) % vocab if forced == step + 1 else code)
+        return torch.stack(heads)                                           # (N, vocab)
+
+    base = run(None)
+    return torch.stack([(run(q) - base).abs().amax(dim=-1) for q in range(n)])   # (N forced, N affected)
+
+
+def plot_talker_prompt(segments, accept_hidden_layer: int, codec_side=None):
+    """Two panels: where each Talker prompt position comes from (user text / user media / the 9 assistant
+    positions), and the assistant turn zoomed, one box per position with its text side over its codec side."""
+    import matplotlib.pyplot as plt
+    colours = {"user text: text_projection": "tab:gray", "user media: hidden_projection": "tab:green",
+               "padding": "0.9"}
+    fig, (a, b) = plt.subplots(2, 1, figsize=(11, 4.4), gridspec_kw={"height_ratios": [1, 1.6]})
+    assistant = [(s, lo, hi) for s, lo, hi in segments if s not in colours]
+    for source, lo, hi in segments:
+        a.barh(0, hi - lo, left=lo, color=colours.get(source, "tab:purple"), edgecolor="white", lw=0.5)
+    first = assistant[0][1]
+    a.annotate("assistant turn (zoomed below)", xy=(first + 4.5, 0.42), xytext=(first - 3, 1.25),
+               fontsize=8, ha="right", va="center", arrowprops=dict(arrowstyle="->", lw=0.8))
+    a.set_ylim(-0.6, 2.6)
+    a.set_yticks([])
+    a.set_xlim(-0.5, segments[-1][2] + 0.5)
+    a.set_xlabel("Talker prompt position")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:gray", "tab:green", "tab:purple")]
+    a.legend(handles, ["user text: text_projection(token embedding)",
+                       f"user media: hidden_projection(Thinker layer-{accept_hidden_layer} state)",
+                       "assistant: projected text + codec embedding"], fontsize=7, loc="upper left")
+    a.set_title("where each Talker prompt position comes from (the system turn is left out)")
+    codec_side = codec_side or ["0", "0", "0", "codec_nothink", "codec_think_bos", "codec_think_eos", "speaker",
+                                "codec_pad", "codec_bos"]
+    for i, (source, lo, _) in enumerate(assistant):
+        text = source.split(" + ")[0].replace("first text token", "answer\ntoken 1")
+        for y, label, colour in ((1, text, "#e8e8e8"), (0, codec_side[i], "#e6dcf0")):
+            b.add_patch(plt.Rectangle((i + 0.05, y + 0.08), 0.9, 0.84, facecolor=colour, edgecolor="0.5"))
+            b.text(i + 0.5, y + 0.5, label.replace("_", "_\n", 1) if len(label) > 10 else label,
+                   ha="center", va="center", fontsize=7.5)
+        b.text(i + 0.5, 0.96, "+", ha="center", va="center", fontsize=11, color="tab:purple")
+        b.text(i + 0.5, -0.18, str(lo), ha="center", va="center", fontsize=8)
+    b.set_xlim(-1.6, len(assistant) + 0.1)
+    b.set_ylim(-0.4, 2.05)
+    b.text(-0.1, 1.5, "text side\n(projected)", ha="right", va="center", fontsize=8)
+    b.text(-0.1, 0.5, "codec side\n(codec_embedding)", ha="right", va="center", fontsize=8)
+    b.axis("off")
+    b.set_title("the 9 assistant positions: each input vector = text side + codec side (position numbers below)",
+                fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frame_codes(codes, dependencies, n_frames: int = 6):
+    """Left: the code ids of the first frames, one column per 80 ms frame, with what produced each row.
+    Right: residual_dependencies as a picture: which code changes when an earlier one is forced."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    codes = torch.as_tensor(codes)[:, :n_frames]                             # (N, frames)
+    n = codes.shape[0]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    source = torch.zeros(n, codes.shape[1])
+    source[0] = 1
+    a.imshow(source, cmap="Pastel1_r", vmin=0, vmax=8, aspect="auto", interpolation="nearest")
+    for q in range(n):
+        for t in range(codes.shape[1]):
+            a.text(t, q, str(int(codes[q, t])), ha="center", va="center", fontsize=7)
+    for t in range(1, codes.shape[1]):
+        a.axvline(t - 0.5, color="0.3", lw=1.2)
+    a.axhline(0.5, color="tab:red", lw=1)
+    a.set_yticks(range(n), ["0  Talker codec_head"] + [f"{q}  MTP lm_head[{q - 1}]" for q in range(1, n)],
+                 fontsize=7)
+    a.set_xticks(range(codes.shape[1]), [f"frame {t}\n{80 * t}-{80 * t + 80} ms" for t in range(codes.shape[1])],
+                 fontsize=7)
+    a.set_title("code ids: one column per 80 ms frame, one row per codebook", fontsize=10)
+    d = torch.as_tensor(dependencies).clone()
+    shown = d.masked_fill(d <= 0, float("nan"))
+    im = b.imshow(shown, cmap="viridis", norm=LogNorm(), interpolation="nearest")
+    for q in range(n):
+        b.add_patch(plt.Rectangle((q - 0.5, q - 0.5), 1, 1, facecolor="black"))
+    b.set_xlabel("codebook j whose logits are measured")
+    b.set_ylabel("codebook q forced to another code")
+    b.set_xticks(range(0, n, 3))
+    b.set_yticks(range(0, n, 3))
+    fig.colorbar(im, ax=b, label="max |change of logits| (white: exactly 0)", shrink=0.8)
+    b.set_title("forcing code q moves only codes after it\n(black: the forced code itself)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_waveform_frames(x, samples_per_frame: int, lost: int, sample_rate: int, zoom=(2, 5), window: int = 240,
+                         fine: int = 24, detail: int = 240, title: str = "waveform"):
+    """Three views of a decoded waveform, all on Code2Wav's frame grid (a decode is `lost` samples short at its
+    start, so frame k begins at output sample k * samples_per_frame - lost):
+    top, the min/max envelope per `window` samples of the whole signal with the 80 ms frame boundaries;
+    middle, frames zoom[0]..zoom[1] - 1 as an envelope per `fine` samples; bottom, `detail` samples around the
+    start of frame zoom[0] + 1, sample by sample."""
+    import matplotlib.pyplot as plt
+    x = torch.as_tensor(x).flatten().float()
+    fig, (a, b, c) = plt.subplots(3, 1, figsize=(11, 6.6))
+    lo, hi = envelope(x, window)
+    t = (torch.arange(lo.numel()) * window + lost) / sample_rate                # seconds on the frame grid
+    a.fill_between(t, lo, hi, step="post", color="tab:blue", lw=0)
+    for k in range(1, (x.numel() + lost) // samples_per_frame + 1):
+        a.axvline(k * samples_per_frame / sample_rate, color="0.6", lw=0.5)
+    a.axvspan(zoom[0] * samples_per_frame / sample_rate, zoom[1] * samples_per_frame / sample_rate,
+              color="tab:orange", alpha=0.3, label=f"middle panel: frames {zoom[0]}-{zoom[1] - 1}")
+    a.set_xlabel("seconds (grey lines: 80 ms frame boundaries)")
+    a.set_ylabel("amplitude")
+    a.legend(fontsize=8, loc="lower right")
+    a.set_title(f"{title}: min/max envelope per {1000 * window / sample_rate:.0f} ms")
+    start, end = max(zoom[0] * samples_per_frame - lost, 0), min(zoom[1] * samples_per_frame - lost, x.numel())
+    lo, hi = envelope(x[start:end], fine)
+    b.fill_between(start + torch.arange(lo.numel()) * fine, lo, hi, step="post", color="tab:blue", lw=0)
+    for k in range(zoom[0], zoom[1] + 1):
+        b.axvline(k * samples_per_frame - lost, color="tab:red", lw=1, ls="--")
+        if k < zoom[1]:
+            b.text(k * samples_per_frame - lost + samples_per_frame / 2, 1.01, f"frame {k}", ha="center",
+                   va="bottom", transform=b.get_xaxis_transform(), fontsize=8, color="tab:red")
+    mid = (zoom[0] + 1) * samples_per_frame - lost
+    b.axvspan(mid - detail / 2, mid + detail / 2, color="tab:orange", alpha=0.3)
+    b.set_ylabel("amplitude")
+    b.set_title(f"frames {zoom[0]}-{zoom[1] - 1}: envelope per {fine} samples; dashed: frame k starts at output "
+                f"sample {samples_per_frame} k - {lost}", fontsize=10, pad=14)
+    n = torch.arange(mid - detail // 2, mid + detail // 2)
+    c.plot(n, x[n], ".-", lw=0.6, ms=2.5, color="tab:blue")
+    c.axvline(mid, color="tab:red", lw=1, ls="--")
+    c.set_xlabel("output sample")
+    c.set_ylabel("amplitude")
+    c.set_title(f"{detail} samples ({1000 * detail / sample_rate:.0f} ms) around the start of frame {zoom[0] + 1} "
+                f"(orange above), sample by sample", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_chunk_spans(spans, n_frames: int, samples_per_frame: int, lost: int):
+    """One row per chunk of chunked_decode: the frames it decodes (context hatched, thrown away) and the frames
+    whose audio it keeps; on the right, where that audio lands in the output and the samples skipped."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(spans) + 1.4))
+    out = 0
+    for row, (start, end, context) in enumerate(spans):
+        y = len(spans) - 1 - row
+        ax.barh(y, context, left=start - context, color="white", edgecolor="tab:blue", hatch="///", height=0.6)
+        ax.barh(y, end - start, left=start, color="tab:blue", height=0.6)
+        kept = (end - start) * samples_per_frame - lost
+        ax.text(n_frames + 1, y, f"output samples {out}..{out + kept - 1}  ({kept} = {end - start} x "
+                f"{samples_per_frame} - {lost})", va="center", fontsize=8)
+        out += kept
+    ax.set_yticks(range(len(spans)), [f"chunk {len(spans) - 1 - i}" for i in range(len(spans))])
+    ax.set_xlim(0, n_frames * 1.75)
+    ax.set_xticks(range(0, n_frames + 1, 5))
+    ax.set_xlabel("codec frame")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="tab:blue", hatch="///"),
+               plt.Rectangle((0, 0), 1, 1, color="tab:blue")]
+    ax.legend(handles, ["left context: decoded again, audio thrown away", "chunk: audio kept"], fontsize=8,
+              loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    ax.set_title("chunked_decode: each chunk is decoded from scratch together with the frames before it")
+    fig.tight_layout()
+    return fig
+
+
 # ---- the architecture and the stage timings (notebooks 00 and 07) ----------------------------------------------
 
 def architecture_shapes(cfg, mel_frames: int = 1000, image_grid=(1, 28, 28)) -> dict[str, str]:
