@@ -1,5 +1,5 @@
-"""Exercises of notebook 07 (latency and scale): the real-time factor from Table 2's rows, per-step times from
-timestamps, and the roofline of one Thinker decode step."""
+"""Exercises of notebook 07 (latency and scale): the slowest Thinker that keeps speech real-time, per-step times
+from timestamps, and the roofline of one Thinker decode step."""
 from __future__ import annotations
 
 import functools
@@ -7,36 +7,38 @@ import random
 
 from . import call, exercise, number
 
-# ---- 07.1 predict: the report's RTF from its rows -------------------------------------------------------------
+# ---- 07.1 predict: how slow may the Thinker get before speech stutters? --------------------------------------
 
 # Qwen3-Omni Technical Report (arXiv 2509.17765), Table 2, 1 concurrent request, audio input.
 THINKER_TOK_S, TALKER_TOK_S, MTP_MS, CODEC_MS, FRAME_MS = 75, 140, 14, 3, 80
 
 
-def _rtf_right():
-    return (1000 / THINKER_TOK_S + 1000 / TALKER_TOK_S + MTP_MS + CODEC_MS) / FRAME_MS
+def _slowest_right():
+    """RTF = 1: the Thinker's ms per token is what is left of the 80 ms frame after the other three rows."""
+    return 1000 / (FRAME_MS - 1000 / TALKER_TOK_S - MTP_MS - CODEC_MS)
 
 
-@exercise("07.1", "Table 2 (1 request, audio input): Thinker 75 tokens/s, Talker 140 tokens/s, MTP 14 ms per "
-          "token, codec decoder 3 ms per code. A codec frame is 80 ms of speech. What real-time factor does the "
-          "report's definition give?",
-          right=_rtf_right, wrong=lambda: 1 / _rtf_right(),
-          praise="(13.3 + 7.1 + 14 + 3) ms / 80 ms = 0.47, the report's printed RTF: producing one frame's worth of "
-                 "speech takes under half the time the frame plays, so the audio never runs dry.")
-def _rtf(answer):
+@exercise("07.1", "Table 2 (1 request, audio input): Talker 140 tokens/s, MTP 14 ms per token, codec decoder 3 ms "
+          "per code, one codec frame = 80 ms of speech. Keeping those, how many tokens/s must the Thinker still make "
+          "for the real-time factor to stay at 1 (speech made exactly as fast as it plays)?",
+          right=_slowest_right, wrong=lambda: 1000 / FRAME_MS,
+          praise="80 - 7.1 - 14 - 3 = 55.9 ms are left for the Thinker's token: 1000 / 55.9 = 17.9 tokens/s. The "
+                 "report's 75 tokens/s (RTF 0.47) leaves a 4x margin; below ~18 tokens/s, with everything else "
+                 "unchanged, the audio would run dry and stutter.")
+def _slowest(answer):
     value = number(answer)
-    want = _rtf_right()
-    if abs(value - want) <= 0.006:
+    want = _slowest_right()
+    if abs(value - want) <= 0.3:
         return None
-    if abs(value - 1 / want) <= 0.05:
-        return "upside down: RTF is compute time divided by the duration of audio it produces (< 1 keeps up)"
-    if abs(value - (THINKER_TOK_S + TALKER_TOK_S + MTP_MS + CODEC_MS) / FRAME_MS) <= 0.01:
-        return "tokens/s are rates: turn them into ms per token first (1000 / rate)"
-    if abs(value - (1000 / THINKER_TOK_S + 1000 / TALKER_TOK_S + MTP_MS + CODEC_MS)) <= 0.1:
-        return "that is ms per frame; divide by the 80 ms of speech one frame plays"
-    if abs(value - (1000 / THINKER_TOK_S + 1000 / TALKER_TOK_S) / FRAME_MS) <= 0.006:
-        return "the MTP and the codec decoder are paid for every frame too"
-    return "add the time per token of the Thinker, the Talker, the MTP and the codec, in ms, and divide by 80 ms"
+    if abs(value - 1000 / FRAME_MS) <= 0.3:
+        return "the Thinker does not get the whole 80 ms: the Talker, the MTP and the codec are paid every frame too"
+    if abs(value - (FRAME_MS - 1000 / TALKER_TOK_S - MTP_MS - CODEC_MS)) <= 0.3:
+        return "that is the Thinker's time per token in ms; the question asks for a rate, tokens per second"
+    if abs(value - 1000 / (FRAME_MS - TALKER_TOK_S / 1000 - MTP_MS - CODEC_MS)) <= 0.3 or \
+            abs(value - 1000 / (FRAME_MS - MTP_MS - CODEC_MS)) <= 0.3:
+        return "turn the Talker's 140 tokens/s into ms per token first (1000 / 140)"
+    return ("RTF = (Thinker + Talker + MTP + codec ms per token) / 80 ms; set it to 1 and solve for the Thinker's "
+            "ms per token, then turn that into tokens/s")
 
 
 # ---- 07.2 implement: per-step times from the timestamps of one run --------------------------------------------
