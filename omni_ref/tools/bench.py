@@ -400,8 +400,9 @@ def report_lines(report: dict) -> list[str]:
     """What `make bench` prints: per request and stage, each side's median and spread, the ratio, the flags."""
     lines = []
     for name, r in report["results"].items():
-        lines.append(f"{name}: median of {report['settings']['repeats']} runs (spread = (max - min) / median); "
-                     f"omni_ref / HF < 1: omni_ref faster")
+        repeats = report["settings"]["repeats"]
+        lines.append(f"{name}: median of {repeats} runs (spread = (max - min) / median); omni_ref / HF < 1: "
+                     f"omni_ref faster" + ("" if repeats >= 3 else "; fewer than 3 runs: the spread says little"))
         for stage_name, v in r["stages"].items():
             cells = []
             for side in SIDES:
