@@ -122,6 +122,17 @@ class AudioTrace:
 
 
 class AudioEncoder(nn.Module):
+    """AuT, the audio encoder (HF Qwen3OmniMoeAudioEncoder; report section 2.2): packed log-mel
+    frames of one or more audios -> 12.5 Hz tokens in the Thinker's width (see the module doc).
+
+        conv2d1..3   three stride-2 Conv2d over (mel, time) of each 1 s chunk: 8x fewer of both
+        conv_out     Linear      channels x remaining mel bins -> d_model
+        layers       AudioEncoderLayer x N    Whisper-style, attention inside 8 s windows
+        ln_post, proj1, proj2    LayerNorm, then a GELU MLP to output_dim
+
+    `split_into_chunks` and `attention_windows` are the two bookkeeping steps a reader may want
+    on their own; `forward(..., trace=True)` records the shape after each step."""
+
     def __init__(self, cfg: AudioEncoderConfig):
         super().__init__()
         self.config = cfg

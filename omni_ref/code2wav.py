@@ -23,9 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Code2WavConfig
-from .layers import Attention, RMSNorm, SwiGLU, causal_mask, rope_inv_freq, rotary_cos_sin
+from .layers import Attention, RMSNorm, SwiGLU, causal_mask
+from .rope import rope_inv_freq, rotary_cos_sin
 
 SAMPLE_RATE = 24000      # Hz of the output waveform; not in the config, fixed by the codec's training
+# HF's chunked decoding (chunked_decode's defaults, and what HF's generate uses): chunks of 300 frames
+# (24 s), each decoded after 25 frames (2 s) of left context.
+CHUNK_SIZE, LEFT_CONTEXT_SIZE = 300, 25
 
 
 class CausalConv(nn.Module):
@@ -163,8 +167,8 @@ class PreTransformer(nn.Module):
     def forward(self, x):                                            # (B, T, hidden)
         cfg = self.config
         T = x.shape[1]
-        theta = (cfg.rope_parameters or {}).get("rope_theta", 10000.0)
-        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, theta).to(x.device)
+        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
+        inv_freq = inv_freq.to(x.device)
         # Positions restart at 0 on every call (also for each chunk of chunked_decode): rotary attention depends
         # only on position differences, so a chunk sees the same scores as it would inside the full sequence.
         pos = torch.arange(T, device=x.device)[None]                 # (1, T)
@@ -191,9 +195,11 @@ def chunk_spans(n_frames: int, chunk_size: int, left_context_size: int) -> list[
     """The chunks of chunked_decode as (start, end, context): chunk j decodes codes[start - context : end] and
     keeps the audio after its `context` frames. context = min(left_context_size, start)."""
     if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}: a chunk must hold at least 1 frame (HF's default is 300)")
+        raise ValueError(f"chunk_size={chunk_size!r}: a chunk must hold at least 1 frame (HF's "
+                         f"default is {CHUNK_SIZE})")
     if not isinstance(left_context_size, numbers.Integral) or left_context_size < 0:
-        raise ValueError(f"left_context_size={left_context_size!r}: use 0 or more frames (HF's default is 25)")
+        raise ValueError(f"left_context_size={left_context_size!r}: use 0 or more frames (HF's "
+                         f"default is {LEFT_CONTEXT_SIZE})")
     return [(s, min(s + chunk_size, n_frames), min(left_context_size, s)) for s in range(0, n_frames, chunk_size)]
 
 
@@ -259,7 +265,8 @@ class Code2Wav(nn.Module):
             x = layer(x)                                     # ... -> (B, 1, 1920 T - 555)
         return x.clamp(-1, 1)
 
-    def chunked_decode(self, codes: torch.Tensor, chunk_size: int = 300, left_context_size: int = 25):
+    def chunked_decode(self, codes: torch.Tensor, chunk_size: int = CHUNK_SIZE,
+                       left_context_size: int = LEFT_CONTEXT_SIZE):
         """Decode `chunk_size` frames at a time, each chunk preceded by up to `left_context_size` frames of
         already-decoded codes whose audio is recomputed and thrown away, so the chunk's start is not decoded
         from silence. Memory stays bounded for long audio; the result equals HF's chunked_decode.

@@ -16,7 +16,9 @@ import time
 
 import torch
 
-from .code2wav import SAMPLE_RATE, CausalConv, CausalTransConv, Code2Wav, chunk_spans, samples_lost_at_start
+from .code2wav import (CHUNK_SIZE, LEFT_CONTEXT_SIZE, SAMPLE_RATE, CausalConv, CausalTransConv, Code2Wav,
+                       chunk_spans, samples_lost_at_start)
+from .config import Code2WavConfig
 
 
 class StreamingCode2Wav:
@@ -37,7 +39,8 @@ class StreamingCode2Wav:
     and not chunked_decode's, which recomputes its context from codes by design.
     """
 
-    def __init__(self, code2wav: Code2Wav, chunk_size: int = 300, left_context_size: int = 25):
+    def __init__(self, code2wav: Code2Wav, chunk_size: int = CHUNK_SIZE,
+                 left_context_size: int = LEFT_CONTEXT_SIZE):
         chunk_spans(0, chunk_size, left_context_size)          # the same argument checks as chunked_decode
         self.code2wav, self.chunk_size, self.left_context_size = code2wav, chunk_size, left_context_size
         self.reset()
@@ -159,7 +162,7 @@ def boundary_error_curve(code2wav: Code2Wav, codes, full, contexts, start: int, 
 # ---- latency ------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size: int = 25,
+def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size: int = LEFT_CONTEXT_SIZE,
                       chunks_per_run: int = 3) -> list[dict]:
     """For each chunk size c, stream the first chunks_per_run * c frames of `codes` one frame at a time (as the
     Talker delivers them) and time the decoding.
@@ -186,10 +189,10 @@ def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size:
     return rows
 
 
-def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int = 25, cfg=None) -> dict:
+def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int = LEFT_CONTEXT_SIZE,
+                  cfg=None) -> dict:
     """Callback of notebook 06's chunk-size slider: what chunked decoding of `n_frames` frames costs at this
     chunk size. Prints a few lines and returns the numbers (plain function, so it is unit-tested)."""
-    from .config import Code2WavConfig
     cfg = cfg or Code2WavConfig()
     spans = chunk_spans(n_frames, chunk_size, left_context_size)
     spf, lost = cfg.samples_per_frame, samples_lost_at_start(cfg)

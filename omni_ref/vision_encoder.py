@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import VisionEncoderConfig
-from .layers import ACTIVATIONS, apply_rotary, rope_inv_freq, segment_attention
+from .layers import ACTIVATIONS, segment_attention
+from .rope import apply_rotary, vision_rotary
 
 
 class VisionOutput(NamedTuple):
@@ -79,18 +80,6 @@ def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor, merge: i
     return torch.cat(out)
 
 
-def vision_rotary(positions: torch.Tensor, head_dim: int, theta: float):
-    """2D rotary tables (HF Qwen3OmniMoeVisionRotaryEmbedding, "axial"): cos, sin (patches, head_dim).
-
-    Half of each head rotates with the patch row, half with the column, both with the same head_dim / 4
-    frequencies. Layout [row angles | col angles] twice, because rotate_half pairs dimension i with i + d/2."""
-    inv_freq = rope_inv_freq(head_dim // 2, theta).to(positions.device)          # (head_dim/4,)
-    angles = positions[..., None].float() * inv_freq                             # (patches, 2, head_dim/4)
-    angles = angles.flatten(1)                                                   # (patches, head_dim/2)
-    angles = torch.cat([angles, angles], dim=-1)                                 # (patches, head_dim)
-    return angles.cos(), angles.sin()
-
-
 # ---- modules ---------------------------------------------------------------------------------------------------
 
 class PatchEmbed(nn.Module):
@@ -109,6 +98,8 @@ class PatchEmbed(nn.Module):
 
 
 class VisionAttention(nn.Module):
+    """Bidirectional multi-head attention with 2-D rotary, inside each image or video frame."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
@@ -125,6 +116,8 @@ class VisionAttention(nn.Module):
 
 
 class VisionMLP(nn.Module):
+    """Two biased linear layers with the config's activation between them."""
+
     def __init__(self, dim: int, intermediate: int, act: str):
         super().__init__()
         self.linear_fc1 = nn.Linear(dim, intermediate, bias=True)
@@ -177,6 +170,17 @@ class PatchMerger(nn.Module):
 
 
 class VisionEncoder(nn.Module):
+    """The vision tower (HF Qwen3OmniMoeVisionEncoder; report section 2.2): pixel patches of
+    images and video frames -> one token per 2x2 patches for the Thinker, plus the deepstack
+    features of blocks `deepstack_visual_indexes`.
+
+        patch_embed   PatchEmbed         a pixel row per patch -> one vector
+        pos_embed     Embedding          learned positions, interpolated to each grid
+        blocks        VisionBlock x N    ViT blocks with 2-D rotary, attention within a frame
+        merger        PatchMerger        2x2 patches -> one token of the Thinker's width
+        merger_list   PatchMerger each   the deepstack features, one merger per chosen block
+    """
+
     def __init__(self, cfg: VisionEncoderConfig):
         super().__init__()
         self.config = cfg
@@ -215,8 +219,8 @@ class VisionEncoder(nn.Module):
         self._check(pixel_values, grid_thw)
         x = self.patch_embed(pixel_values)                                       # (patches, hidden)
         x = x + interpolated_positions(self.pos_embed.weight, grid_thw, m).to(x.dtype)
-        theta = (cfg.rope_parameters or {}).get("rope_theta", 10000.0)
-        cos, sin = vision_rotary(patch_positions(grid_thw, m), cfg.hidden_size // cfg.num_heads, theta)
+        head_dim = cfg.hidden_size // cfg.num_heads
+        cos, sin = vision_rotary(patch_positions(grid_thw, m), head_dim, cfg.rope_theta)
         # Attention segments: every frame of every image / video on its own (h * w patches each).
         frames = [h * w for t, h, w in grid_thw.tolist() for _ in range(t)]
         deepstack = []

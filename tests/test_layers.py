@@ -8,7 +8,8 @@ import torch
 import omni_ref
 from omni_ref import hf
 from omni_ref.code_predictor import CodePredictorModel
-from omni_ref.layers import KVCache, causal_mask, rope_inv_freq, rotary_cos_sin
+from omni_ref.layers import KVCache, causal_mask
+from omni_ref.rope import rope_inv_freq, rotary_cos_sin
 
 
 def _run_ours(model, cfg, x, padding=None, cache=None):
@@ -82,7 +83,13 @@ def test_sliding_window_mask():
     assert visible == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]
 
 
-def test_config_and_layers_know_the_same_activations():
-    from omni_ref.config import KNOWN_ACTIVATIONS
+def test_config_accepts_every_activation_layers_has_and_only_those():
+    """The config's activation check reads layers.ACTIVATIONS itself: each name there builds a
+    config, a name not there is refused with the field named."""
+    from omni_ref.config import ConfigError
     from omni_ref.layers import ACTIVATIONS
-    assert set(ACTIVATIONS) == set(KNOWN_ACTIVATIONS)
+    cfg = omni_ref.presets.config("tiny").thinker_config.text_config
+    for act in ACTIVATIONS:
+        assert cfg.replace(hidden_act=act).hidden_act == act
+    with pytest.raises(ConfigError, match="hidden_act='swish2' is not one of"):
+        cfg.replace(hidden_act="swish2")

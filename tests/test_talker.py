@@ -16,7 +16,8 @@ from omni_ref.code_predictor import residual_sampling
 from omni_ref.config import OmniConfig
 from omni_ref.layers import KVCache
 from omni_ref.moe import SparseMoE
-from omni_ref.talker import suppressed_ids, text_positions
+from omni_ref.rope import text_position_ids
+from omni_ref.talker import PAD_POSITION, suppressed_ids
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_cached_decode_steps_equal_hf(tiny):
     ours, theirs = tiny
     x, mask = _embeds(ours, length=8)
     steps = torch.randn(2, 2, 1, x.shape[-1], generator=torch.Generator().manual_seed(1)) * 0.5
-    pos = text_positions(mask)
+    pos = text_position_ids(mask, pad_value=PAD_POSITION)
     cache, hf_cache = KVCache(), DynamicCache(config=theirs.config.text_config)
     with torch.no_grad():
         got = ours(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache)
