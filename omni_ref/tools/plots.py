@@ -347,17 +347,136 @@ def plot_load(counts: torch.Tensor, top_k: int, title: str = "tokens per expert"
 
 
 def plot_decode_trace(trace: list):
-    """Two panels from generate's StepRecords: positions cached after each pass, and seconds per pass."""
+    """Two panels from generate's StepRecords: the cache after each pass (positions and bytes, exact), and the
+    time per token of each pass: the prefill's time divided by its prompt positions, a decode step's time as is
+    (the fair comparison: a prefill pass makes T positions at once)."""
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 2.9))
     steps = [r.step for r in trace]
     a.plot(steps, [r.cache_length for r in trace], marker=".")
     a.set_xlabel("forward pass (0 = prefill)")
     a.set_ylabel("cached positions")
-    b.bar(steps, [1000 * r.seconds for r in trace], color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
+    a.set_title("the cache grows by one position per decode step")
+    kib = a.twinx()
+    kib.plot(steps, [r.cache_bytes / 1024 for r in trace], alpha=0)        # same line, second unit
+    kib.set_ylabel("cache KiB")
+    per_token = [1000 * r.seconds / r.new_positions for r in trace]
+    b.bar(steps, per_token, color=["tab:orange"] + ["tab:blue"] * (len(trace) - 1))
+    b.set_yscale("log")
     b.set_xlabel("forward pass (0 = prefill)")
-    b.set_ylabel("ms")
-    b.set_title("prefill (orange) vs one-token decode steps")
+    b.set_ylabel("ms per token (log)")
+    b.set_title(f"prefill: time / {trace[0].new_positions} prompt tokens (orange); decode steps (blue)")
+    fig.tight_layout()
+    return fig
+
+
+# ---- routing and sampling pictured (notebooks 03 and 04, issue 9) ------------------------------------------------
+
+def nucleus_size(probs: torch.Tensor, top_p: float) -> int:
+    """How many tokens top-p keeps of one distribution probs (V,): the smallest number of most likely tokens whose
+    probability reaches top_p, at least one (what sampling.apply_top_p keeps, ties aside)."""
+    sorted_p = probs.sort(descending=True).values
+    before = sorted_p.cumsum(0) - sorted_p                     # mass of the more likely tokens
+    return max(1, int((before < top_p).sum()))
+
+
+def modality_routing(routing: list, masks: dict, layer: int) -> dict:
+    """Per modality, for one MoE layer: (share of its tokens that choose each expert (E,), its tokens' mean router
+    probability of each expert (E,)), the f_e and P_e of the load-balancing loss restricted to that modality.
+    routing: per-layer RoutingStats; masks {name: (B, T) bool}; modalities without tokens are left out."""
+    r = routing[layer]
+    if r is None:
+        raise ValueError(f"layer {layer} is dense: it has no router")
+    out = {}
+    for name, mask in masks.items():
+        n = int(mask.sum())
+        if n:
+            share = r.expert_counts(mask).float() / n                                  # (E,) sums to k
+            out[name] = (share, r.router_probs[mask.bool()].float().mean(0))           # (E,) sums to 1
+    return out
+
+
+def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = True, title: str = "one token"):
+    """The router's decision for one token, probs (E,): left, all E probabilities sorted, the top-k in colour, the
+    uniform 1/E and the cut after rank k drawn; right, the k mixing weights with the 1/k line."""
+    import matplotlib.pyplot as plt
+    E = probs.shape[-1]
+    sorted_p = probs.float().sort(descending=True).values
+    kept = sorted_p[:top_k]
+    weights = kept / kept.sum() if norm_topk_prob else kept
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 2.9), gridspec_kw={"width_ratios": [3, 1]})
+    a.bar(range(1, E + 1), sorted_p.numpy(), color=["tab:red"] * top_k + ["tab:gray"] * (E - top_k))
+    a.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+    a.axvline(top_k + 0.5, color="tab:red", ls=":", lw=1.5, label=f"top-k cut (k = {top_k})")
+    a.set_yscale("log")
+    a.set_xlabel("expert, ranked by router probability")
+    a.set_ylabel("router probability (log)")
+    a.set_title("softmax over all E experts, then keep the k largest")
+    a.legend(fontsize=8, loc="upper right")
+    b.bar(range(1, top_k + 1), weights.numpy(), color="tab:red")
+    b.axhline(1 / top_k, color="k", ls="--", lw=1, label=f"1/k = 1/{top_k}")
+    b.set_xlabel("kept expert (rank)")
+    b.set_ylabel("mixing weight")
+    b.set_title("renormalised: sum = 1" if norm_topk_prob else "not renormalised")
+    b.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title, y=1.03)
+    fig.tight_layout()
+    return fig
+
+
+def plot_expert_share(panels: dict, top_k: int, title: str = "expert usage by modality"):
+    """Columns: one per entry of panels {label: modality_routing(...) result}. Top row: share of each modality's
+    tokens choosing each expert, with the balanced level k/E; bottom row: mean router probability, with 1/E.
+    Experts are ranked within a column by their share over all modalities together, so a modality that prefers
+    other experts than the rest peaks elsewhere."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False, sharey="row")
+    for col, (label, by_modality) in enumerate(panels.items()):
+        E = next(iter(by_modality.values()))[0].shape[0]
+        order = torch.stack([s for s, _ in by_modality.values()]).sum(0).argsort(descending=True)
+        rank = range(1, E + 1)
+        top, bottom = axes[0, col], axes[1, col]
+        for name, (share, prob) in by_modality.items():
+            colour = MODALITY_COLOURS.get(name, None)
+            top.plot(rank, share[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+            bottom.plot(rank, prob[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+        top.axhline(top_k / E, color="k", ls="--", lw=1, label=f"balanced k/E = {top_k}/{E}")
+        bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+        top.set_title(label)
+        top.set_ylabel("share of the modality's tokens\nchoosing the expert")
+        bottom.set_ylabel("mean router probability")
+        bottom.set_xlabel("expert, ranked by its share over all tokens")
+        top.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title, y=1.01)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sampling_filters(logits_by_name: dict, temperatures=(0.5, 1.0, 2.0), top_k: int = 50, top_p: float = 0.9):
+    """One panel per logit vector (V,): next-token probabilities sorted by rank (log-log) at several temperatures,
+    the top-k cut at rank k (one line: temperature never changes the order) and, per temperature, the rank where
+    top-p's nucleus ends (dotted, in the curve's colour)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(logits_by_name), figsize=(5.6 * len(logits_by_name), 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (label, logits) in zip(axes[0], logits_by_name.items()):
+        V = logits.shape[-1]
+        rank = torch.arange(1, V + 1)
+        for T, colour in zip(temperatures, colours):
+            probs = torch.softmax(logits.float() / T, dim=-1)
+            n = nucleus_size(probs, top_p)
+            ax.plot(rank.numpy(), probs.sort(descending=True).values.numpy(), color=colour, lw=1.5,
+                    label=f"T = {T:g}: top-p {top_p:g} keeps {n}")
+            ax.axvline(n, color=colour, ls=":", lw=1.5)
+        ax.axvline(top_k, color="k", ls="--", lw=1, label=f"top-k = {top_k}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("token rank (log)")
+        ax.set_ylabel("probability (log)")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle("temperature reshapes the distribution; top-k cuts at a fixed rank, top-p where the mass "
+                 f"reaches {top_p:g}", y=1.02)
     fig.tight_layout()
     return fig
 
@@ -387,3 +506,217 @@ def plot_causal_conv(ax, kernel: int = 3, dilation: int = 2, length: int = 8, ou
     ax.set_ylim(-0.3, 2.4)
     ax.axis("off")
     ax.set_title(f"causal conv, kernel {kernel}, dilation {dilation}: {pad} zeros of left padding, none on the right")
+
+
+# ---- the architecture and the stage timings (notebooks 00 and 07) ----------------------------------------------
+
+def architecture_shapes(cfg, mel_frames: int = 1000, image_grid=(1, 28, 28)) -> dict[str, str]:
+    """The tensors that pass between the stages of a model with config `cfg` (an OmniConfig), as labels:
+    {edge: "name (shape)"}. mel_frames: the log-mel frames of the speech (100 per second); image_grid: (t, h, w)
+    patches of the image (the processor's image_grid_thw). T is the Thinker's sequence (prompt + answer), U
+    the user turns' share of it, F the number of codec frames."""
+    from ..audio_encoder import audio_token_count
+    th, tk, c2w = cfg.thinker_config, cfg.talker_config, cfg.code2wav_config
+    a, v, t = th.audio_config, th.vision_config, th.text_config
+    patches = image_grid[0] * image_grid[1] * image_grid[2]
+    patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size ** 2
+    merged = patches // v.spatial_merge_size ** 2
+    return {
+        "mel": f"log-mel ({a.num_mel_bins}, {mel_frames})",
+        "patches": f"patches ({patches}, {patch_dim})",
+        "ids": "token ids (T,)",
+        "audio": f"audio tokens ({audio_token_count(mel_frames, a.n_window)}, {a.output_dim})",
+        "image": f"image tokens ({merged}, {v.out_hidden_size})",
+        "deepstack": f"deepstack {len(v.deepstack_visual_indexes)} x ({merged}, {v.out_hidden_size}) into layers "
+                     f"0..{len(v.deepstack_visual_indexes) - 1}",
+        "text": f"answer ids: logits over {t.vocab_size:,}",
+        "handoff": f"embeddings (T, {t.hidden_size}) + layer-{tk.accept_hidden_layer} states (T, {t.hidden_size})",
+        "talker_in": f"projected to (U + 9, {tk.text_config.hidden_size})",
+        "to_mtp": f"hidden (1, {tk.text_config.hidden_size}) + code 0",
+        "from_mtp": f"codes 1..{tk.num_code_groups - 1} -> next input (1, {tk.text_config.hidden_size})",
+        "codes": f"codes ({c2w.num_quantizers}, F) x {c2w.codebook_size} at "
+                 f"{24000 / c2w.samples_per_frame:g} Hz",
+        "wave": f"wave (1, 1, {c2w.samples_per_frame} F) at 24 kHz",
+    }
+
+
+def plot_architecture(cfg, mel_frames: int = 1000, image_grid=(1, 28, 28), title: str | None = None):
+    """Qwen3-Omni drawn as boxes and arrows: Processor, AuT, vision encoder, Thinker, Talker, MTP, Code2Wav,
+    each box with its size from `cfg` and each arrow with the tensor it carries (architecture_shapes)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    s = architecture_shapes(cfg, mel_frames, image_grid)
+    th, tk, c2w = cfg.thinker_config, cfg.talker_config, cfg.code2wav_config
+    a, v, t, k, p = th.audio_config, th.vision_config, th.text_config, tk.text_config, tk.code_predictor_config
+    up = "x".join(str(r) for r in list(c2w.upsampling_ratios) + list(c2w.upsample_rates))
+    fig, ax = plt.subplots(figsize=(15, 8.2))
+    ax.set_xlim(0, 16)
+    ax.set_ylim(-0.2, 10)
+    ax.axis("off")
+    boxes = {   # name: (x, y, w, h, colour, lines)
+        "Processor": (0.2, 4.9, 2.7, 4.5, "0.85", ["chat template", "16 kHz -> log-mel,", "25 ms window, 10 ms hop",
+                                                   f"image -> {v.patch_size}x{v.patch_size} patches"]),
+        "AuT audio encoder": (4.4, 7.7, 3.2, 1.7, MODALITY_COLOURS["audio"],
+                              [f"conv x8 down to 12.5 Hz", f"{a.encoder_layers} layers x {a.d_model}"]),
+        "vision encoder": (4.4, 5.6, 3.2, 1.8, MODALITY_COLOURS["image"],
+                           [f"{v.depth} blocks x {v.hidden_size}", f"{v.spatial_merge_size}x{v.spatial_merge_size} "
+                            f"patch merge", f"deepstack from {list(v.deepstack_visual_indexes)}"]),
+        "Thinker": (9.2, 4.9, 3.3, 4.5, "tab:blue",
+                    [f"{t.num_hidden_layers} layers x {t.hidden_size}", f"MoE: {t.num_experts} experts, top-"
+                     f"{t.num_experts_per_tok}", f"GQA {t.num_attention_heads} / {t.num_key_value_heads} heads x "
+                     f"{t.resolved_head_dim}", "TM-RoPE, KV cache"]),
+        "Talker": (0.2, 0.3, 3.3, 3.2, "tab:purple",
+                   [f"{k.num_hidden_layers} layers x {k.hidden_size}", f"MoE: {k.num_experts} experts, top-"
+                    f"{k.num_experts_per_tok}", "+ a shared expert", f"code 0 of each frame", f"(vocab {k.vocab_size})"]),
+        "MTP code predictor": (5.3, 0.3, 3.0, 3.2, "tab:pink",
+                               [f"{p.num_hidden_layers} layers x {p.hidden_size}", f"{tk.num_code_groups - 1} "
+                                "passes a frame:", f"codes 1..{tk.num_code_groups - 1}"]),
+        "Code2Wav": (10.0, 0.3, 3.0, 3.2, "tab:brown",
+                     [f"pre-transformer {c2w.num_hidden_layers} x {c2w.hidden_size}", "causal ConvNet",
+                      f"upsample {up}", f"= {c2w.samples_per_frame} samples a frame"]),
+    }
+    for name, (x, y, w, h, colour, lines) in boxes.items():
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", facecolor=colour, alpha=0.25,
+                                    edgecolor=colour, lw=2))
+        ax.text(x + w / 2, y + h - 0.3, name, ha="center", va="top", fontsize=11, weight="bold")
+        ax.text(x + w / 2, y + h - 0.85, "\n".join(lines), ha="center", va="top", fontsize=8.5, linespacing=1.4)
+
+    def arrow(x0, y0, x1, y1, label="", dy=0.12, colour="black", ha="center", at=0.5):
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="-|>", lw=1.4, color=colour))
+        if label:
+            ax.text(x0 + at * (x1 - x0), y0 + at * (y1 - y0) + dy, label, ha=ha, va="bottom" if dy > 0 else "top",
+                    fontsize=8,
+                    color=colour, bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.85))
+
+    ax.text(0.2, 9.75, "speech, image, text in", fontsize=9, style="italic")
+    arrow(2.9, 8.55, 4.4, 8.55, s["mel"], colour=MODALITY_COLOURS["audio"])
+    arrow(2.9, 6.5, 4.4, 6.5, s["patches"], colour=MODALITY_COLOURS["image"])
+    arrow(7.6, 8.55, 9.2, 8.55, s["audio"], colour=MODALITY_COLOURS["audio"])
+    arrow(7.6, 6.9, 9.2, 6.9, s["image"], colour=MODALITY_COLOURS["image"])
+    arrow(7.6, 6.0, 9.2, 6.0, s["deepstack"], dy=-0.1, colour=MODALITY_COLOURS["image"])
+    arrow(2.9, 5.15, 9.2, 5.15, s["ids"] + ", with a placeholder per audio / image token", dy=-0.1, colour="0.3")
+    arrow(12.5, 8.55, 14.0, 8.55, "", colour="tab:blue")
+    ax.text(14.1, 8.55, "answer text\n" + s["text"].split(": ")[1], va="center", fontsize=8.5, color="tab:blue")
+    # The hand-off: Thinker states down to the Talker, drawn as an elbow.
+    ax.plot([10.85, 10.85, 1.85], [4.9, 4.2, 4.2], color="tab:purple", lw=1.4)
+    arrow(1.85, 4.2, 1.85, 3.55, colour="tab:purple")
+    ax.text(6.3, 4.3, s["handoff"], ha="center", va="bottom", fontsize=8, color="tab:purple",
+            bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.85))
+    ax.text(2.0, 3.75, s["talker_in"], fontsize=8, color="tab:purple")
+    arrow(3.5, 2.45, 5.3, 2.45, s["to_mtp"], colour="tab:purple")
+    arrow(5.3, 1.2, 3.5, 1.2, s["from_mtp"], dy=-0.1, colour="tab:pink")
+    arrow(8.3, 2.0, 10.0, 2.0, s["codes"], colour="tab:brown")
+    arrow(13.0, 2.0, 14.0, 2.0, "", colour="tab:brown")
+    ax.text(14.1, 2.0, "spoken answer\n" + s["wave"], va="center", fontsize=8.5, color="tab:brown")
+    ax.set_title(title or "Qwen3-Omni: what each stage hands the next (shapes of the real model's config)",
+                 fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def log_ticks(ax, lo: float, hi: float, axis: str = "y", unit: str = "") -> list[float]:
+    """Label a log axis at 1-2-5 steps between lo and hi (plain numbers, not 10^k), so that a range of one or
+    two decades still gets several labels. Returns the ticks."""
+    import math
+    from matplotlib.ticker import FixedLocator, NullLocator
+    ticks = [m * 10 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo / 1.01 <= m * 10 ** e <= hi * 1.01]
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    which.set_major_locator(FixedLocator(ticks))
+    which.set_minor_locator(NullLocator())
+    labels = [f"{t:g}{unit}" for t in ticks]
+    (ax.set_yticklabels if axis == "y" else ax.set_xticklabels)(labels)
+    return ticks
+
+
+def plot_parameter_sizes(sizes, title: str = "Qwen3-Omni-30B-A3B: parameters stored vs used by one token"):
+    """Bars of total and active parameters per module (latency.module_sizes rows), on a log axis in billions."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    x = range(len(sizes))
+    total = [r.total / 1e9 for r in sizes]
+    active = [r.active / 1e9 for r in sizes]
+    ax.bar([i - 0.2 for i in x], total, 0.4, label="total (stored)", color="tab:blue")
+    ax.bar([i + 0.2 for i in x], active, 0.4, label="active per token", color="tab:orange")
+    for i, (t, a) in enumerate(zip(total, active)):
+        if a < t:
+            ax.text(i + 0.2, a * 1.15, f"{a / t:.0%}", ha="center", fontsize=8, color="tab:orange")
+    ax.set_yscale("log")
+    lo, hi = min(active + total) / 1.5, max(total) * 2
+    ax.set_ylim(lo, hi)
+    log_ticks(ax, lo, hi)
+    ax.set_ylabel("parameters (billions, log scale)")
+    ax.set_xticks(list(x), [r.name.replace(" (", "\n(") for r in sizes], fontsize=8)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stage_times(stages: dict, title: str = "time per stage, omni_ref and HF on the same inputs"):
+    """Grouped bars (log axis, ms) of bench stages: the median of the runs, a line from the fastest to the slowest
+    run. A figure the bench flagged (negative, or runs spread over 50 %) is drawn as an empty hatched bar with a
+    red "flagged" mark at the axis floor, never as a measurement; a side that was not run shows "n/a"."""
+    import matplotlib.pyplot as plt
+    names = list(stages)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    good = [1000 * t for v in stages.values() for side in ("omni_ref", "hf") for t in (v.get("runs", {}).get(side) or
+            ([v[side]] if v[side] is not None else [])) if t > 0]
+    lo, hi = min(good) / 2, max(good) * 2
+    for offset, side, colour in ((-0.2, "omni_ref", "tab:blue"), (0.2, "hf", "tab:orange")):
+        for i, name in enumerate(names):
+            v = stages[name]
+            x = i + offset
+            if v[side] is None:
+                ax.text(x, lo * 1.1, "n/a", ha="center", va="bottom", fontsize=7, color="0.4", rotation=90)
+                continue
+            why = v.get("flag", {}).get(side)
+            runs = [1000 * t for t in (v.get("runs", {}).get(side) or [v[side]])]
+            if why:
+                ax.bar(x, hi / lo, 0.4, bottom=lo, color="none", edgecolor="tab:red", hatch="xx", lw=0.8)
+                ax.text(x, lo * 1.1, "flagged", ha="center", va="bottom", fontsize=7, color="tab:red",
+                        rotation=90)
+                continue
+            ax.bar(x, 1000 * v[side] - lo, 0.4, bottom=lo, color=colour)
+            ax.plot([x, x], [min(runs), max(runs)], color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    log_ticks(ax, lo, hi)
+    ax.set_ylabel("ms (median of runs; line: fastest to slowest)")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_title(title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color="tab:blue"), plt.Rectangle((0, 0), 1, 1, color="tab:orange"),
+               plt.Rectangle((0, 0), 1, 1, facecolor="none", edgecolor="tab:red", hatch="xx")]
+    ax.legend(handles, ["omni_ref", "HF", "flagged: not a measurement"], loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_times(steps: dict, title: str = "every step of one run, timed as it happened"):
+    """The per-step seconds of one run (bench's results.<request>.steps): for the Thinker and the Talker, each
+    side's first step (time to first token / code) then every later step, in ms on a log axis."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, (part, first, rest) in zip(axes, (("thinker", "thinker_ttft", "thinker_token"),
+                                              ("talker", "talker_ttft", "talker_step"))):
+        values, n = [], 1
+        for side, colour, marker in (("omni_ref", "tab:blue", "o"), ("hf", "tab:orange", "s")):
+            f = steps[part].get(side)
+            if not f:
+                continue
+            ms = [1000 * t for t in f[first] + f[rest]]
+            values, n = values + ms, max(n, len(ms))
+            ax.plot(range(len(ms)), ms, marker=marker, color=colour, label=side)
+        ax.set_yscale("log")
+        lo, hi = min(values) / 1.5, max(values) * 1.5
+        ax.set_ylim(lo, hi)
+        log_ticks(ax, lo, hi)
+        ax.set_xticks(range(n))
+        ax.set_xlabel(f"step (0 = {first}: the prompt's prefill)")
+        ax.set_ylabel("ms")
+        ax.set_title(f"{part}: step 0, then one step per {'token' if part == 'thinker' else 'frame (MTP included)'}",
+                     fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
