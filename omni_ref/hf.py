@@ -79,7 +79,7 @@ def compare_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> l
     return diffs
 
 
-# ---- issue 4: HF's own tiny Thinker test configuration, and the HF side of the per-layer diff report ---------
+# ---- HF's own tiny Thinker test configuration, and the HF side of the per-layer diff report ----
 
 # The Thinker config of HF's test suite, value for value: transformers tests/models/qwen3_omni_moe/
 # test_modeling_qwen3_omni_moe.py, Qwen3OmniMoeThinkerForConditionalGenerationTester (read at commit

@@ -12,7 +12,7 @@ from torch import nn
 
 from .code2wav import Code2Wav
 from .config import OmniConfig
-from .generate import generate as _generate
+from . import generate as generation
 from .talker import Talker
 from .thinker import Thinker
 
@@ -30,6 +30,16 @@ def check_components(components) -> tuple[str, ...]:
 
 
 class Qwen3Omni(nn.Module):
+    """The whole model (HF Qwen3OmniMoeForConditionalGeneration; report section 2, the
+    Thinker-Talker architecture): text, images, video and sound in; text and speech out.
+
+        thinker    Thinker     encoders + MoE text decoder -> the answer's text    (thinker.py)
+        talker     Talker      the Thinker's states -> codec codes, 80 ms a frame  (talker.py)
+        code2wav   Code2Wav    codec codes -> 24 kHz waveform                      (code2wav.py)
+
+    Build it from a checkpoint with `omni_ref.load(dir, components=...)`; `generate` is HF's
+    generate (generate.py)."""
+
     def __init__(self, config: OmniConfig, components=COMPONENTS):
         super().__init__()
         self.config = config
@@ -40,7 +50,7 @@ class Qwen3Omni(nn.Module):
 
     def generate(self, input_ids=None, **kwargs):
         """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning (generate.py)."""
-        return _generate(self, input_ids, **kwargs)
+        return generation.generate(self, input_ids, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         """(submodule, parameter count) rows, one per top-level part of each loaded component."""

@@ -22,7 +22,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 

@@ -52,8 +52,8 @@ def _table(title, rows):
     print(f"  {'all':24s} {sum(r.total for r in rows):16,d}\n")
 
 
-def requests() -> dict[str, list]:
-    """The sample chats: name -> messages."""
+def sample_chats() -> dict[str, list]:
+    """The sample chats of the demo (and of `make bench`): name -> messages."""
     system = {"role": "system", "content": [{"type": "text", "text": "You are a helpful assistant."}]}
     return {
         "see": [system, {"role": "user", "content": [
@@ -68,11 +68,12 @@ def requests() -> dict[str, list]:
 
 def _generate(model, inputs, speech: bool, args, eos: int):
     """(text ids, wav); the wav is None when speech is off."""
-    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False, thinker_eos_token_id=eos)
+    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False,
+                thinker_eos_token_id=eos)
     if not speech:
         return model.generate(**inputs, return_audio=False, **opts), None
-    return model.generate(**inputs, return_audio=True, speaker="Ethan", talker_max_new_tokens=args.codec_frames,
-                          talker_do_sample=False, **opts)
+    return model.generate(**inputs, return_audio=True, speaker="Ethan",
+                          talker_max_new_tokens=args.codec_frames, talker_do_sample=False, **opts)
 
 
 def main(argv=None) -> int:
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
           f"{torch.get_num_threads()} threads\n")
 
     st = Stages()
-    ckpt = st.run("checkpoint: write (first run only) or reuse", lambda: presets.cached_checkpoint(args.preset, args.seed))
+    ckpt = st.run("checkpoint: write (first run only) or reuse",
+                  lambda: presets.cached_checkpoint(args.preset, args.seed))
     model = st.run("omni_ref.load (fp32)", lambda: load(ckpt))
     processor = st.run("Processor.from_pretrained", lambda: Processor.from_pretrained(ckpt))
     twin = None
@@ -100,19 +102,21 @@ def main(argv=None) -> int:
     eos = model.config.im_end_token_id
     cfg = model.config.thinker_config
     problems, ours_s, hf_s = [], 0.0, 0.0
-    for name, msgs in requests().items():
+    for name, msgs in sample_chats().items():
         print(f"\n-- request {name!r}")
         inputs = st.run(f"{name}: processor", lambda: processor.apply_chat_template(
             msgs, add_generation_prompt=True, tokenize=True, return_dict=True, fps=2.0))
         ids = inputs["input_ids"][0]
         counts = {k: int((ids == getattr(cfg, f"{k}_token_id")).sum()) for k in ("audio", "image", "video")}
-        print(f"             prompt: {ids.numel()} tokens, of which " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        print(f"             prompt: {ids.numel()} tokens, of which {parts}")
         with torch.no_grad():
-            text_ids, wav = st.run(f"{name}: omni_ref generate", lambda: _generate(model, inputs, not args.no_speech,
-                                                                                  args, eos))
+            text_ids, wav = st.run(f"{name}: omni_ref generate",
+                                   lambda: _generate(model, inputs, not args.no_speech, args, eos))
         ours_s += st.seconds[f"{name}: omni_ref generate"]
         answer = processor.decode(text_ids[0, ids.numel():].tolist())
-        print(f"             answer ({text_ids.shape[1] - ids.numel()} tokens, random weights): {answer[:80]!r}")
+        n_new = text_ids.shape[1] - ids.numel()
+        print(f"             answer ({n_new} tokens, random weights): {answer[:80]!r}")
         if wav is not None:
             import soundfile as sf
             OUT.mkdir(exist_ok=True)
@@ -126,25 +130,31 @@ def main(argv=None) -> int:
             hf_s += st.seconds[f"{name}: HF generate, same options"]
             if not torch.equal(hf_ids, text_ids):
                 problems.append(f"{name}: text tokens differ")
-            if wav is not None and (hf_wav.shape != wav.shape or (hf_wav - wav).abs().max() > 1e-5):
+            if wav is not None and (hf_wav.shape != wav.shape
+                                    or (hf_wav - wav).abs().max() > 1e-5):
                 problems.append(f"{name}: waveforms differ")
     _table(f"{args.preset} model (random weights)", latency.module_sizes(model))
 
     verdict = "skipped (--no-parity)"
     if twin is not None:
         what = "same text tokens" + ("" if args.no_speech else " and waveforms within 1e-5")
-        verdict = f"PASS: {what} in every request" if not problems else "FAIL: " + "; ".join(problems)
-        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, same machine)")
+        if problems:
+            verdict = "FAIL: " + "; ".join(problems)
+        else:
+            verdict = f"PASS: {what} in every request"
+        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, same "
+              f"machine)")
     print(f"parity verdict: {verdict}")
     return 0 if not verdict.startswith("FAIL") else 1
 
 
 def _hf_generate(twin, inputs, speech: bool, args, eos: int):
-    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False, thinker_eos_token_id=eos)
+    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False,
+                thinker_eos_token_id=eos)
     if not speech:
         return twin.generate(**inputs, return_audio=False, **opts), None
-    out = twin.generate(**inputs, return_audio=True, speaker="Ethan", talker_max_new_tokens=args.codec_frames,
-                        talker_do_sample=False, **opts)
+    out = twin.generate(**inputs, return_audio=True, speaker="Ethan",
+                        talker_max_new_tokens=args.codec_frames, talker_do_sample=False, **opts)
     return out[0], out[1]
 
 
