@@ -10,9 +10,9 @@ residual codebooks of that one frame, with a fresh KV cache per frame:
     predicts   -                  code 1 (head 0)       code 2 (head 1)   ...  code N-1 (head N-2)
 
 Residual codebook j (1..N-1) has its own input table (`model.codec_embedding[j-1]`) and its own
-output head (`lm_head[j-1]`); codebook 0 is embedded by the Talker's own table. So a frame costs one
-2-position prefill and N-2 single-position steps of a small model (real: 5 dense layers), instead
-of N-1 passes of the Talker (real: 20 MoE layers).
+output head (`lm_head[j-1]`); codebook 0 is embedded by the Talker's own table. So a frame costs
+one 2-position prefill and N-2 single-position steps of a small model (real: 5 dense layers),
+instead of N-1 passes of the Talker (real: 20 MoE layers).
 
 HF mirror: Qwen3OmniMoeTalkerCodePredictorModelForConditionalGeneration (keys
 `talker.code_predictor.*`), driven by HF's GenerationMixin from

@@ -44,7 +44,8 @@ HF_BOOKKEEPING_KEYS = frozenset({
 
 
 class ConfigError(ValueError):
-    """A config value that cannot describe a working Qwen3-Omni model. The message names the field."""
+    """A config value that cannot describe a working Qwen3-Omni model. The message names the
+    field."""
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -62,7 +63,8 @@ class _HFConfig:
 
     model_type: ClassVar[str] = ""
     sub_configs: ClassVar[dict[str, type]] = {}
-    # HF sometimes renames a field on the way out (attribute_map); we accept both names when reading.
+    # HF sometimes renames a field on the way out (attribute_map); we accept both names when
+    # reading.
     aliases: ClassVar[dict[str, str]] = {}
     # Keys that Qwen-family config.json files carry (older classes, HF's own test configs) but that
     # no Qwen3-Omni class reads: accepted and dropped, so they neither fail a strict read nor
@@ -140,7 +142,7 @@ class _Rotary:
         return (self.rope_parameters or {}).get("rope_theta", self.default_rope_theta)
 
 
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # The decoders: Thinker text, Talker text, MTP code predictor
 
 
@@ -229,7 +231,7 @@ class _MoEDecoderConfig(_DecoderConfig):
         _check(not bad, where, f"mlp_only_layers {bad} are outside 0..{layers - 1}")
 
 
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Thinker
 
 
@@ -331,7 +333,7 @@ class TextConfig(_MoEDecoderConfig):
     """The Thinker's MoE text decoder (HF Qwen3OmniMoeTextConfig)."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_text"
-    default_rope_theta: ClassVar[float] = 1_000_000.0     # HF's Qwen3OmniMoeTextConfig.default_theta
+    default_rope_theta: ClassVar[float] = 1_000_000.0   # HF's Qwen3OmniMoeTextConfig.default_theta
     # use_qk_norm is in the published config.json, but no HF class reads it: Qwen3 attention always
     # normalises its query and key heads (layers.Attention), so we drop it rather than pretend.
     ignored_keys: ClassVar[frozenset] = frozenset({"max_window_layers", "use_sliding_window",
@@ -354,7 +356,8 @@ class TextConfig(_MoEDecoderConfig):
 
 @dataclass
 class ThinkerConfig(_HFConfig):
-    """HF Qwen3OmniMoeThinkerConfig: the encoders, the text decoder, and the multimodal token ids."""
+    """HF Qwen3OmniMoeThinkerConfig: the encoders, the text decoder, and the multimodal token
+    ids."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_thinker"
     sub_configs: ClassVar[dict[str, type]] = {"audio_config": AudioEncoderConfig,
@@ -402,7 +405,7 @@ class ThinkerConfig(_HFConfig):
                    f"{name}={getattr(self, name)} is outside the vocabulary (vocab_size={vocab})")
 
 
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Talker
 
 
@@ -518,7 +521,7 @@ class TalkerConfig(_HFConfig):
                    f"codebook)")
 
 
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # Code2Wav
 
 
@@ -572,18 +575,18 @@ class Code2WavConfig(_Rotary, _HFConfig):
         _check_activation(self.hidden_act, "hidden_act", where)
         k = 2 ** len(self.upsample_rates)
         _check(self.decoder_dim % k == 0, where,
-               f"decoder_dim={self.decoder_dim} must be divisible by 2**len(upsample_rates) = {k}: "
-               f"each decoder block halves the channels")
+               f"decoder_dim={self.decoder_dim} must be divisible by 2**len(upsample_rates) = "
+               f"{k}: each decoder block halves the channels")
 
 
-# --------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # The whole model
 
 
 @dataclass
 class OmniConfig(_HFConfig):
-    """HF Qwen3OmniMoeConfig: Thinker + Talker + Code2Wav, plus the chat-format token ids the Talker
-    needs."""
+    """HF Qwen3OmniMoeConfig: Thinker + Talker + Code2Wav, plus the chat-format token ids the
+    Talker needs."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe"
     sub_configs: ClassVar[dict[str, type]] = {"thinker_config": ThinkerConfig,
@@ -617,8 +620,8 @@ class OmniConfig(_HFConfig):
                f"layer index 0..{thinker_layers}")
         _check(c2w.num_quantizers == talker.num_code_groups, where,
                f"code2wav_config.num_quantizers={c2w.num_quantizers} must equal "
-               f"talker_config.num_code_groups={talker.num_code_groups}: every codec frame carries "
-               f"one code per group")
+               f"talker_config.num_code_groups={talker.num_code_groups}: every codec frame "
+               "carries one code per group")
         codebook = talker.code_predictor_config.vocab_size
         _check(c2w.codebook_size == codebook, where,
                f"code2wav_config.codebook_size={c2w.codebook_size} must equal the code "
@@ -639,8 +642,8 @@ class OmniConfig(_HFConfig):
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"no config.json at {path}. Point omni_ref at a checkpoint directory written by HF "
-                f"save_pretrained or by omni_ref.presets.write_checkpoint(name, out_dir).")
+                f"no config.json at {path}. Point omni_ref at a checkpoint directory written by "
+                "HF save_pretrained or by omni_ref.presets.write_checkpoint(name, out_dir).")
         with open(path) as f:
             d = json.load(f)
         if d.get("model_type", "qwen3_omni_moe") != "qwen3_omni_moe":

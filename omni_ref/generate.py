@@ -1,4 +1,5 @@
-"""Generation: the Thinker's decoding loop, and `model.generate` with HF's thinker_* / talker_* options.
+"""Generation: the Thinker's decoding loop, and `model.generate` with HF's thinker_* / talker_*
+options.
 
 Decoding with a KV cache has two phases (report section 2.1; the Thinker is a causal decoder):
 
@@ -61,9 +62,9 @@ class StepRecord:
 
 @dataclass
 class ThinkerGeneration:
-    """HF's GenerateDecoderOnlyOutput fields we fill: sequences (B, T_prompt + new) and, when asked,
-    the hidden states of every pass: one tuple per pass, each (embeddings, layer outputs..., final
-    norm), as HF."""
+    """HF's GenerateDecoderOnlyOutput fields we fill: sequences (B, T_prompt + new) and, when
+    asked, the hidden states of every pass: one tuple per pass, each (embeddings, layer outputs...,
+    final norm), as HF."""
     sequences: torch.Tensor
     hidden_states: tuple | None = None
 
@@ -179,7 +180,7 @@ def _split_options(kwargs: dict, thinker_kwargs: dict, talker_kwargs: dict | Non
         elif key.startswith("token2wav_"):
             continue
         else:
-            thinker_kwargs.setdefault(key, value)   # attention_mask and media inputs: the Thinker's
+            thinker_kwargs.setdefault(key, value)  # attention_mask and media inputs: the Thinker's
 
 
 def _check_count(name: str, value, least: int, why: str) -> None:
@@ -199,10 +200,10 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
 
     thinker_X=value is passed to the Thinker's loop as X (thinker_do_sample, thinker_temperature,
     thinker_top_k, thinker_top_p, thinker_repetition_penalty, thinker_pad_token_id, ...).
-    return_audio=None means "speak if a Talker is loaded"; with return_audio=False the result is the
-    Thinker's ids, prompt included, as HF returns them: (batch, prompt + new tokens). With
-    return_audio=True it is (text_ids, wav): wav (1, 1, samples) at 24 kHz for one prompt, a list of
-    1-D waveforms for a batch (see generate_speech). use_audio_in_video is accepted for HF's
+    return_audio=None means "speak if a Talker is loaded"; with return_audio=False the result is
+    the Thinker's ids, prompt included, as HF returns them: (batch, prompt + new tokens). With
+    return_audio=True it is (text_ids, wav): wav (1, 1, samples) at 24 kHz for one prompt, a list
+    of 1-D waveforms for a batch (see generate_speech). use_audio_in_video is accepted for HF's
     signature; the prompt's tokens already say whether a video carries its sound."""
     if return_audio is None and generation_mode is not None:
         return_audio = generation_mode != "text"

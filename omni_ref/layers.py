@@ -1,4 +1,5 @@
-"""Building blocks shared by every decoder in Qwen3-Omni: RMSNorm, attention, SwiGLU, a decoder layer.
+"""Building blocks shared by every decoder in Qwen3-Omni: RMSNorm, attention, SwiGLU, a decoder
+layer.
 
 The Thinker's text decoder, the Talker, the MTP code predictor and Code2Wav's pre-transformer are
 all the same pre-norm transformer layer (Qwen3 architecture) with different widths and a different
@@ -58,9 +59,9 @@ def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tens
     negative elsewhere.
 
     The queries are the last q_len of kv_len positions (earlier ones are in the KV cache). A key is
-    visible if it is not in the future, not padding (padding: (B, kv_len) with 1 = real token), and,
-    with a sliding window w, fewer than w positions back. We add finfo.min rather than -inf, as
-    HF's eager path does, so that a fully masked row (a padding query) gives a uniform softmax
+    visible if it is not in the future, not padding (padding: (B, kv_len) with 1 = real token),
+    and, with a sliding window w, fewer than w positions back. We add finfo.min rather than -inf,
+    as HF's eager path does, so that a fully masked row (a padding query) gives a uniform softmax
     instead of NaN.
     """
     q_idx = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
@@ -91,7 +92,8 @@ class KVCache:
         return self.keys[0].shape[2] if self.keys else 0
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's k, v (B, kv_heads, T, d) to layer `layer_idx`'s; return all of them."""
+        """Append this step's k, v (B, kv_heads, T, d) to layer `layer_idx`'s; return all of
+        them."""
         if layer_idx == len(self.keys):                 # the first call for this layer
             self.keys.append(k)
             self.values.append(v)
@@ -126,9 +128,9 @@ class Attention(nn.Module):
     """Multi-head attention with grouped K/V heads and, in Qwen3 decoders, an RMSNorm on each query
     and key head (QK-norm) applied before the rotary embedding.
 
-    q_proj: (hidden -> heads * head_dim); k_proj, v_proj: (hidden -> kv_heads * head_dim). Note that
-    heads * head_dim need not equal hidden: the real Thinker attends in 32 x 128 = 4096 dims from a
-    2048-wide stream.
+    q_proj: (hidden -> heads * head_dim); k_proj, v_proj: (hidden -> kv_heads * head_dim). Note
+    that heads * head_dim need not equal hidden: the real Thinker attends in 32 x 128 = 4096 dims
+    from a 2048-wide stream.
     """
 
     def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False,
@@ -214,8 +216,8 @@ class SwiGLU(nn.Module):
 class DecoderLayer(nn.Module):
     """One pre-norm transformer layer; `mlp` is a SwiGLU or a sparse MoE block.
 
-    An MoE block returns (output, routing statistics); the layer passes the statistics up (None when
-    dense), so a caller can plot routing without hooks."""
+    An MoE block returns (output, routing statistics); the layer passes the statistics up (None
+    when dense), so a caller can plot routing without hooks."""
 
     def __init__(self, attn: Attention, mlp: nn.Module, hidden: int, eps: float):
         super().__init__()

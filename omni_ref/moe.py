@@ -13,10 +13,10 @@ Talker adds a shared expert that every token passes through, scaled by a sigmoid
 HF mirrors: Qwen3OmniMoeThinkerTextTopKRouter + Qwen3OmniMoeThinkerTextExperts + ...SparseMoeBlock,
 and Qwen3OmniMoeTalkerTextSparseMoeBlock (+ `shared_expert`, `shared_expert_gate`).
 
-Weight layout. Checkpoints store each expert separately (`experts.7.gate_proj.weight`, shape (I, H));
-HF's in-memory model fuses gate and up into one (E, 2I, H) tensor. We keep three stacked tensors,
-one per projection, so expert e's weights are simply `gate_proj[e]`, `up_proj[e]`, `down_proj[e]`;
-checkpoint.py stacks and unstacks.
+Weight layout. Checkpoints store each expert separately (`experts.7.gate_proj.weight`, shape (I,
+H)); HF's in-memory model fuses gate and up into one (E, 2I, H) tensor. We keep three stacked
+tensors, one per projection, so expert e's weights are simply `gate_proj[e]`, `up_proj[e]`,
+`down_proj[e]`; checkpoint.py stacks and unstacks.
 
 Every block returns its routing statistics (`RoutingStats`) next to its output, so plots and the
 load-balancing loss need no forward hooks (the labml_nn convention).
@@ -60,7 +60,8 @@ class RoutingStats:
 
 
 class Experts(nn.Module):
-    """E SwiGLU experts stored as stacked weights: gate_proj, up_proj (E, I, H); down_proj (E, H, I)."""
+    """E SwiGLU experts stored as stacked weights: gate_proj, up_proj (E, I, H); down_proj (E, H,
+    I)."""
 
     def __init__(self, num_experts: int, hidden: int, intermediate: int, act: str = "silu"):
         super().__init__()
@@ -104,7 +105,8 @@ def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool):
     experts (N, k)).
 
     Softmax runs over all E experts before the top-k cut; with renormalisation the k kept
-    probabilities are rescaled to sum to one, otherwise they keep their (smaller) softmax values."""
+    probabilities are rescaled to sum to one, otherwise they keep their (smaller) softmax
+    values."""
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)      # (N, E)
     weights, experts = torch.topk(probs, top_k, dim=-1)              # (N, k), most probable first
     if norm_topk_prob:

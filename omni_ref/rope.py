@@ -1,4 +1,5 @@
-"""Rotary position embedding (RoPE; Su et al. 2021, RoFormer), every form Qwen3-Omni uses, in one place.
+"""Rotary position embedding (RoPE; Su et al. 2021, RoFormer), every form Qwen3-Omni uses, in one
+place.
 
 A rotary embedding turns each pair of a query or key head by an angle that grows with the token's
 position, so that a query-key dot product depends only on their distance. The angle of pair i is
@@ -11,20 +12,20 @@ in three forms, which differ only in where the position of each pair comes from:
 
 All three make cos, sin tables of shape (..., head_dim) that `apply_rotary` applies to q and k.
 
-TM-RoPE (report section 2.3, "Time-aligned Multimodal RoPE"). Every token carries three position ids
-instead of one. Text tokens get the same value on all three axes, so for text TM-RoPE is plain 1-D
-RoPE; an image patch gets (frame time, row, column); an audio token gets its time on all three. The
-head_dim/2 rotating pairs are shared out between the axes by `mrope_section` = (t, h, w) pairs
-(24:20:20 in the real model), and unlike Qwen2-VL's M-RoPE (contiguous blocks: all time pairs,
-then all height pairs, ...) the axes are *interleaved*: pair 0 follows time, pair 1 height, pair 2
+TM-RoPE (report section 2.3, "Time-aligned Multimodal RoPE"). Every token carries three position
+ids instead of one. Text tokens get the same value on all three axes, so for text TM-RoPE is plain
+1-D RoPE; an image patch gets (frame time, row, column); an audio token gets its time on all three.
+The head_dim/2 rotating pairs are shared out between the axes by `mrope_section` = (t, h, w) pairs
+(24:20:20 in the real model), and unlike Qwen2-VL's M-RoPE (contiguous blocks: all time pairs, then
+all height pairs, ...) the axes are *interleaved*: pair 0 follows time, pair 1 height, pair 2
 width, pair 3 time again, ... so each axis gets fast and slow frequencies alike.
 
     pair index i:   0  1  2  3  4  5  ...  3*h-2  3*h-1 ...   head_dim/2 - 1
     axis:           T  H  W  T  H  W  ...  H      W     T ...  T   (leftover pairs follow time)
 
 The second half of the module makes the position ids themselves: `text_position_ids` for text and
-`multimodal_position_ids` (HF's get_rope_index) for prompts with audio, images and video; both return
-the same (3, B, T) layout, so `multimodal_cos_sin` serves both.
+`multimodal_position_ids` (HF's get_rope_index) for prompts with audio, images and video; both
+return the same (3, B, T) layout, so `multimodal_cos_sin` serves both.
 
 HF mirrors: Qwen3OmniMoeRotaryEmbedding and `rotate_half` / `apply_rotary_pos_emb` (1-D),
 Qwen3OmniMoeVisionRotaryEmbedding (2-D), Qwen3OmniMoeThinkerTextRotaryEmbedding
@@ -92,9 +93,9 @@ def axis_of_pairs(num_pairs: int, mrope_section=DEFAULT_MROPE_SECTION) -> torch.
     """Which position axis (0 time, 1 height, 2 width) drives each of the head_dim/2 frequency
     pairs. (d/2,)
 
-    Height takes pairs 1, 4, 7, ... below 3 * section[1]; width takes 2, 5, 8, ... below
-    3 * section[2]; time takes the rest. Like HF we cut these strided ranges at the end of the head,
-    so a split that does not fit the interleaved pattern silently changes: HF's own test config
+    Height takes pairs 1, 4, 7, ... below 3 * section[1]; width takes 2, 5, 8, ... below 3 *
+    section[2]; time takes the rest. Like HF we cut these strided ranges at the end of the head, so
+    a split that does not fit the interleaved pattern silently changes: HF's own test config
     (head_dim 8, section [1, 1, 2]) ends up with time 2, height 1, width 1 pairs, not 1, 1, 2. We
     reproduce that rather than "fix" it.
     """
@@ -119,8 +120,8 @@ def multimodal_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor,
 
 
 class MultimodalRotary:
-    """The rotary table maker of one decoder config (inverse frequencies + mrope split), called once
-    per forward. Reads HF's `rope_parameters`: rope_theta (config.rope_theta, which knows HF's
+    """The rotary table maker of one decoder config (inverse frequencies + mrope split), called
+    once per forward. Reads HF's `rope_parameters`: rope_theta (config.rope_theta, which knows HF's
     default for the class) and mrope_section (default 24:20:20, like HF). Used by the Thinker and,
     with its own config, by the Talker, whose HF rotary class is the Thinker's."""
 
@@ -136,7 +137,8 @@ class MultimodalRotary:
 # ---- position ids of text ----------------------------------------------------------------------
 
 def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch.Tensor:
-    """3-axis position ids of a text-only batch: (B, T) mask with 1 = real token -> (3, B, T) int64.
+    """3-axis position ids of a text-only batch: (B, T) mask with 1 = real token -> (3, B, T)
+    int64.
 
     Positions count real tokens only, so a left-padded row starts at 0 where its text starts,
     exactly as if it were alone. Padding positions get `pad_value`: 1 in HF's get_rope_index (the
@@ -153,7 +155,8 @@ def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch
 
 
 def arange_position_ids(batch: int, length: int, start: int = 0) -> torch.Tensor:
-    """Positions start .. start+length-1 on all three axes, for unpadded text: (3, batch, length)."""
+    """Positions start .. start+length-1 on all three axes, for unpadded text: (3, batch,
+    length)."""
     return torch.arange(start, start + length).view(1, 1, -1).expand(3, batch, length)
 
 
@@ -192,8 +195,8 @@ def _grid(t_values: torch.Tensor, grid_h: int, grid_w: int, start) -> torch.Tens
 
 def _by_time(video: torch.Tensor, audio: torch.Tensor) -> list:
     """Audio-in-video: the video's and the audio's position columns merged in order of time (video
-    first on ties), the order in which the processor interleaved their tokens. Returns the blocks in
-    that order."""
+    first on ties), the order in which the processor interleaved their tokens. Returns the blocks
+    in that order."""
     blocks, i, j = [], 0, 0
     while i < video.shape[1] and j < audio.shape[1]:
         if video[0, i] <= audio[0, j]:

@@ -1,14 +1,17 @@
-"""Streaming Code2Wav: audio for codec frames as they arrive, and the measurements that explain the trade-offs.
+"""Streaming Code2Wav: audio for codec frames as they arrive, and the measurements that explain the
+trade-offs.
 
-Qwen3-Omni report section 2.5: the Talker emits one 16-code frame per 80 ms of speech and Code2Wav, being causal,
-can turn frames into audio while later ones are still being generated; the first audio packet therefore waits
-for one chunk of frames, not for the whole answer. HF exposes this as Qwen3OmniMoeCode2Wav.chunked_decode (a loop
-over a finished code tensor); StreamingCode2Wav is the same computation fed piece by piece, and it reproduces
-chunked_decode exactly whatever the sizes of the pieces.
+Qwen3-Omni report section 2.5: the Talker emits one 16-code frame per 80 ms of speech and Code2Wav,
+being causal, can turn frames into audio while later ones are still being generated; the first
+audio packet therefore waits for one chunk of frames, not for the whole answer. HF exposes this as
+Qwen3OmniMoeCode2Wav.chunked_decode (a loop over a finished code tensor); StreamingCode2Wav is the
+same computation fed piece by piece, and it reproduces chunked_decode exactly whatever the sizes of
+the pieces.
 
-Also here: the receptive field of Code2Wav in frames (how much left context a chunk needs to be decoded as if
-it were inside the full sequence), the boundary error of chunked decoding against the full decode, a latency
-measurement, and `show_chunking`, the callback of notebook 06's chunk-size slider.
+Also here: the receptive field of Code2Wav in frames (how much left context a chunk needs to be
+decoded as if it were inside the full sequence), the boundary error of chunked decoding against the
+full decode, a latency measurement, and `show_chunking`, the callback of notebook 06's chunk-size
+slider.
 """
 from __future__ import annotations
 
@@ -29,19 +32,20 @@ class StreamingCode2Wav:
             play(stream.push(piece))         # (B, 1, n): audio of every chunk completed by this piece
         play(stream.flush())                 # the last, partial chunk
 
-    What it keeps, and why that is all it needs: chunked_decode decodes chunk j from codes[start - context : end]
-    alone, from scratch (zero padding in the convolutions, attention positions restarting at the first context
-    frame). So the exact state is codes, nothing else: the last `left_context_size` frames already decoded (the
-    next chunk's context) and the frames of the current chunk that has not filled up yet (< chunk_size). For the
-    real model with HF's defaults that is 25 x 16 integers of context. Caching activations instead (the
-    pre-transformer's keys and values over its window, the tails of every convolution) would let each chunk
-    continue from the previous one; that gives a different result (the full decode's, without its boundary error)
+    What it keeps, and why that is all it needs: chunked_decode decodes chunk j from codes[start -
+    context : end] alone, from scratch (zero padding in the convolutions, attention positions
+    restarting at the first context frame). So the exact state is codes, nothing else: the last
+    `left_context_size` frames already decoded (the next chunk's context) and the frames of the
+    current chunk that has not filled up yet (< chunk_size). For the real model with HF's defaults
+    that is 25 x 16 integers of context. Caching activations instead (the pre-transformer's keys
+    and values over its window, the tails of every convolution) would let each chunk continue from
+    the previous one; that gives a different result (the full decode's, without its boundary error)
     and not chunked_decode's, which recomputes its context from codes by design.
     """
 
     def __init__(self, code2wav: Code2Wav, chunk_size: int = CHUNK_SIZE,
                  left_context_size: int = LEFT_CONTEXT_SIZE):
-        chunk_spans(0, chunk_size, left_context_size)          # the same argument checks as chunked_decode
+        chunk_spans(0, chunk_size, left_context_size)  # the same argument checks as chunked_decode
         self.code2wav, self.chunk_size, self.left_context_size = code2wav, chunk_size, left_context_size
         self.reset()
 
@@ -53,13 +57,15 @@ class StreamingCode2Wav:
         self.finished = False
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Take the next frames; return the audio (B, 1, n) of every chunk they complete (n may be 0)."""
+        """Take the next frames; return the audio (B, 1, n) of every chunk they complete (n may be
+        0)."""
         if self.finished:
-            raise RuntimeError("this stream was flushed: its last chunk is decoded; call reset() to start another")
+            raise RuntimeError("this stream was flushed: its last chunk is decoded; call reset() "
+                               "to start another")
         self.code2wav.check_codes(codes, allow_empty=True)     # an empty piece (B, Q, 0) is fine: nothing new
         if self._pending is not None and codes.shape[0] != self._pending.shape[0]:
-            raise ValueError(f"this stream has batch size {self._pending.shape[0]}, the piece has {codes.shape[0]}: "
-                             f"keep the batch fixed for the whole stream")
+            raise ValueError(f"this stream has batch size {self._pending.shape[0]}, the piece has "
+                             f"{codes.shape[0]}: keep the batch fixed for the whole stream")
         self.frames_in += codes.shape[-1]
         self._pending = codes if self._pending is None else torch.cat([self._pending, codes], dim=-1)
         out = []
@@ -70,7 +76,8 @@ class StreamingCode2Wav:
         return torch.cat(out, dim=-1) if out else self._empty(codes.shape[0])
 
     def flush(self) -> torch.Tensor:
-        """End of the codes: decode the partial last chunk (as chunked_decode does) and close the stream."""
+        """End of the codes: decode the partial last chunk (as chunked_decode does) and close the
+        stream."""
         if self.finished:
             raise RuntimeError("this stream was already flushed; call reset() to start another")
         self.finished = True
@@ -96,19 +103,22 @@ class StreamingCode2Wav:
         return sum(t.numel() * t.element_size() for t in (self._context, self._pending) if t is not None)
 
 
-# ---- how far back Code2Wav looks ----------------------------------------------------------------------------
+# ---- how far back Code2Wav looks ----------------------------------------------------------------
 
 def receptive_field(code2wav: Code2Wav) -> dict[str, float]:
-    """Frames before a sample that can change it, by part, read off the modules (analytic, no decoding).
+    """Frames before a sample that can change it, by part, read off the modules (analytic, no
+    decoding).
 
-    Pre-transformer: each layer looks sliding_window - 1 frames back, so L layers look L * (w - 1) back.
-    ConvNet: walking the layers in forward order with `rate` = steps per frame at that point, a causal conv
-    adds (kernel - 1) * dilation steps = that / rate frames; an overlapping transposed conv (kernel 2r, stride r)
-    mixes two neighbouring inputs, adding one input step, then multiplies the rate by its stride."""
+    Pre-transformer: each layer looks sliding_window - 1 frames back, so L layers look L * (w - 1)
+    back. ConvNet: walking the layers in forward order with `rate` = steps per frame at that point,
+    a causal conv adds (kernel - 1) * dilation steps = that / rate frames; an overlapping
+    transposed conv (kernel 2r, stride r) mixes two neighbouring inputs, adding one input step,
+    then multiplies the rate by its stride."""
     cfg = code2wav.config
-    convs = {"ConvNeXt depthwise convs": 0.0, "decoder causal convs": 0.0, "decoder transposed convs": 0.0}
+    convs = {"ConvNeXt depthwise convs": 0.0, "decoder causal convs": 0.0, "decoder transposed "
+                                                                           "convs": 0.0}
     rate = 1
-    for name, m in code2wav.named_modules():                 # registration order is forward order here
+    for name, m in code2wav.named_modules():             # registration order is forward order here
         if isinstance(m, CausalTransConv):
             convs["decoder transposed convs"] += (1 if m.trim > 0 else 0) / rate
             rate *= m.conv.stride[0]
@@ -123,31 +133,35 @@ def receptive_field(code2wav: Code2Wav) -> dict[str, float]:
 
 @torch.no_grad()
 def perturbation_response(code2wav: Code2Wav, codes: torch.Tensor, frame: int) -> torch.Tensor:
-    """|change of the waveform| (samples,) when every code of one frame of codes (1, Q, T) is changed."""
+    """|change of the waveform| (samples,) when every code of one frame of codes (1, Q, T) is
+    changed."""
     other = codes.clone()
     other[:, :, frame] = (codes[:, :, frame] + 1) % code2wav.config.codebook_size
     return (code2wav(codes) - code2wav(other)).abs()[0, 0]
 
 
 def influence_frames(code2wav: Code2Wav, codes: torch.Tensor, frame: int) -> float:
-    """Measured receptive field: how many frames after the start of `frame` (on the 1920-per-frame grid) the
-    last output sample changed by perturbing that frame lies. Effects far away are tiny and may round away."""
+    """Measured receptive field: how many frames after the start of `frame` (on the 1920-per-frame
+    grid) the last output sample changed by perturbing that frame lies. Effects far away are tiny
+    and may round away."""
     last = int(perturbation_response(code2wav, codes, frame).nonzero().max())
     return (last + samples_lost_at_start(code2wav.config)) / code2wav.config.samples_per_frame - frame
 
 
-# ---- chunked decoding against the full decode ---------------------------------------------------------------
+# ---- chunked decoding against the full decode ---------------------------------------------------
 
 def aligned_full_span(cfg, start: int, end: int) -> tuple[int, int]:
-    """The samples of the full decode that chunk [start, end) of chunked_decode stands for: its kept audio is
-    the full decode's [start * 1920, end * 1920 - 555). Successive chunks thus skip 555 samples between them."""
+    """The samples of the full decode that chunk [start, end) of chunked_decode stands for: its
+    kept audio is the full decode's [start * 1920, end * 1920 - 555). Successive chunks thus skip
+    555 samples between them."""
     return start * cfg.samples_per_frame, end * cfg.samples_per_frame - samples_lost_at_start(cfg)
 
 
 @torch.no_grad()
 def chunk_error(code2wav: Code2Wav, codes, full, start: int, end: int, context: int) -> torch.Tensor:
-    """|chunk audio - full decode| sample by sample for one chunk decoded with `context` frames before it.
-    codes (B, Q, T), full = code2wav(codes); returns (B, n) for the n kept samples of the chunk."""
+    """|chunk audio - full decode| sample by sample for one chunk decoded with `context` frames
+    before it. codes (B, Q, T), full = code2wav(codes); returns (B, n) for the n kept samples of
+    the chunk."""
     spf = code2wav.config.samples_per_frame
     wav = code2wav(codes[..., start - context:end])[..., context * spf:]
     a, b = aligned_full_span(code2wav.config, start, end)
@@ -159,17 +173,18 @@ def boundary_error_curve(code2wav: Code2Wav, codes, full, contexts, start: int, 
     return [float(chunk_error(code2wav, codes, full, start, end, c).max()) for c in contexts]
 
 
-# ---- latency ------------------------------------------------------------------------------------------------
+# ---- latency ------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size: int = LEFT_CONTEXT_SIZE,
                       chunks_per_run: int = 3) -> list[dict]:
-    """For each chunk size c, stream the first chunks_per_run * c frames of `codes` one frame at a time (as the
-    Talker delivers them) and time the decoding.
+    """For each chunk size c, stream the first chunks_per_run * c frames of `codes` one frame at a
+    time (as the Talker delivers them) and time the decoding.
 
-    first_chunk_s: compute time of the first chunk, Code2Wav's share of the first-packet latency (the rest is
-    waiting for c frames from the Talker). rtf: decode time / duration of the audio produced (< 1: faster
-    than real time). Later chunks also re-decode their left context, so small chunks cost more per second."""
+    first_chunk_s: compute time of the first chunk, Code2Wav's share of the first-packet latency
+    (the rest is waiting for c frames from the Talker). rtf: decode time / duration of the audio
+    produced (< 1: faster than real time). Later chunks also re-decode their left context, so small
+    chunks cost more per second."""
     rows = []
     for c in chunk_sizes:
         n = chunks_per_run * c
@@ -191,8 +206,9 @@ def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size:
 
 def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int = LEFT_CONTEXT_SIZE,
                   cfg=None) -> dict:
-    """Callback of notebook 06's chunk-size slider: what chunked decoding of `n_frames` frames costs at this
-    chunk size. Prints a few lines and returns the numbers (plain function, so it is unit-tested)."""
+    """Callback of notebook 06's chunk-size slider: what chunked decoding of `n_frames` frames
+    costs at this chunk size. Prints a few lines and returns the numbers (plain function, so it is
+    unit-tested)."""
     cfg = cfg or Code2WavConfig()
     spans = chunk_spans(n_frames, chunk_size, left_context_size)
     spf, lost = cfg.samples_per_frame, samples_lost_at_start(cfg)
@@ -207,9 +223,10 @@ def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int =
     }
     print(f"chunk_size={chunk_size}, left_context_size={left_context_size}, {n_frames} frames "
           f"({n_frames * spf / SAMPLE_RATE:.2f} s of codes)")
-    print(f"  {info['chunks']} chunks; the first packet waits for {info['frames_to_wait_for']} frames and holds "
-          f"{info['first_packet_audio_ms']:.0f} ms of audio")
+    print(f"  {info['chunks']} chunks; the first packet waits for {info['frames_to_wait_for']} "
+          f"frames and holds {info['first_packet_audio_ms']:.0f} ms of audio")
     print(f"  frames decoded twice as context: {100 * info['recompute_overhead']:.0f}% extra work")
     print(f"  HF's chunk slicing skips {info['samples_skipped_at_boundaries']} samples "
-          f"({1000 * info['samples_skipped_at_boundaries'] / SAMPLE_RATE:.0f} ms) at the chunk boundaries")
+          f"({1000 * info['samples_skipped_at_boundaries'] / SAMPLE_RATE:.0f} ms) at the chunk "
+          "boundaries")
     return info

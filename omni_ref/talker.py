@@ -2,8 +2,8 @@
 
 Qwen3-Omni report section 2.4. An MoE decoder with a shared expert reads a prompt built from the
 Thinker's states (`build_prompt`) and predicts the codebook-0 code of each frame with `codec_head`;
-the MTP module (code_predictor.py) fills in codebooks 1..N-1 of that frame. The next step's input is
-the sum of the frame's N code embeddings plus the next piece of the answer text:
+the MTP module (code_predictor.py) fills in codebooks 1..N-1 of that frame. The next step's input
+is the sum of the frame's N code embeddings plus the next piece of the answer text:
 
     prompt   [user turns] [assistant: role, 4 x tts_pad, tts_bos, first answer token] (build_prompt)
     step t   logits -> code 0 of frame t -> MTP -> codes 1..N-1 of frame t   (t = 0, 1, ...)
@@ -149,7 +149,7 @@ def suppressed_ids(cfg: TalkerConfig) -> list[int]:
 class TalkerPrompt:
     inputs_embeds: torch.Tensor   # (B, U + 9, H): user turns (left-padded to U) + 9 assistant ones
     attention_mask: torch.Tensor  # (B, U + 9)
-    input_ids: torch.Tensor       # (B, U + 9): user ids, then tts_pad ids (only TM-RoPE reads them)
+    input_ids: torch.Tensor      # (B, U + 9): user ids, then tts_pad ids (only TM-RoPE reads them)
     trailing_text: torch.Tensor   # (B, n, H): text vectors fed one per step after the prompt
     tts_pad_embed: torch.Tensor   # (1, 1, H): fed once the trailing text is used up
     user_length: int              # U
@@ -224,7 +224,7 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     projected = _project_user(talker, embeds[:, :T], hidden[:, :T], media[:, :T])   # (B, T, H)
     user_embeds = projected.gather(1, order[..., None].expand(-1, -1, projected.shape[-1]))
     user_ids = sequences[:, :T].gather(1, order)                                     # (B, U)
-    user_mask = (torch.arange(U)[None] >= (U - n_user)[:, None]).to(mask.dtype)      # right-aligned
+    user_mask = (torch.arange(U)[None] >= (U - n_user)[:, None]).to(mask.dtype)     # right-aligned
 
     # -- the assistant turn being answered: HF finds it in row 0 (left padding aligns every row's
     # end)
@@ -237,7 +237,7 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     special = torch.tensor([[config.tts_bos_token_id, config.tts_eos_token_id,
                              config.tts_pad_token_id]])
     specials = talker.text_projection(text_embedding(special))                       # (1, 3, H)
-    tts_bos, tts_eos, tts_pad = specials.chunk(3, dim=1)                             # (1, 1, H) each
+    tts_bos, tts_eos, tts_pad = specials.chunk(3, dim=1)                           # (1, 1, H) each
     assistant = talker.text_projection(embeds[:, a:])                   # (B, T - a + n - 1, H)
     if assistant.shape[1] < 4:
         raise ValueError(f"the Thinker generated {sequences.shape[1] - T} token(s); speech needs "
@@ -250,7 +250,7 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
                                talker_cfg.codec_bos_id]]).expand(B, -1)              # (B, 6)
     codec_side = torch.cat([text_side.new_zeros(B, 3, text_side.shape[-1]),
                             talker.model.codec_embedding(codec_ids)], dim=1)         # (B, 9, H)
-    trailing = torch.cat([assistant[:, 4:], tts_eos.expand(B, -1, -1)], dim=1)       # (B, n - 1, H)
+    trailing = torch.cat([assistant[:, 4:], tts_eos.expand(B, -1, -1)], dim=1)      # (B, n - 1, H)
     if thinker_eos_token_id is not None:
         trailing = _end_text_at_eos(trailing, sequences[:, T:], thinker_eos_token_id, tts_eos,
                                     tts_pad)

@@ -1,4 +1,5 @@
-"""The Thinker: audio and vision encoders feeding a 48-layer MoE text decoder that writes the answer.
+"""The Thinker: audio and vision encoders feeding a 48-layer MoE text decoder that writes the
+answer.
 
 Qwen3-Omni report section 2.1. HF mirror: Qwen3OmniMoeThinkerForConditionalGeneration, whose
 checkpoint keys are `thinker.audio_tower.*`, `thinker.visual.*`, `thinker.model.*` (the text
@@ -55,7 +56,8 @@ class DecoderOutput:
 
 @dataclass
 class ThinkerOutput:
-    """HF's MoeCausalLMOutputWithPast fields we produce, plus `routing` (per-layer RoutingStats)."""
+    """HF's MoeCausalLMOutputWithPast fields we produce, plus `routing` (per-layer
+    RoutingStats)."""
     logits: torch.Tensor                            # (B, T, vocab)
     past_key_values: KVCache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -66,8 +68,9 @@ class ThinkerOutput:
 
 
 class MoEDecoder(nn.Module):
-    """The forward pass the Thinker's text decoder and the Talker's decoder share: TM-RoPE, a causal
-    mask, N decoder layers with deepstack additions, a final RMSNorm, HF's hidden-state layout.
+    """The forward pass the Thinker's text decoder and the Talker's decoder share: TM-RoPE, a
+    causal mask, N decoder layers with deepstack additions, a final RMSNorm, HF's hidden-state
+    layout.
 
     A subclass builds `config`, its token table, `layers` and `norm` (TextDecoder here,
     talker.TalkerDecoder); this class holds no parameters of its own."""
@@ -83,10 +86,10 @@ class MoEDecoder(nn.Module):
         to the hidden states of visual positions (visual_pos_masks (B, T)) after decoder layers 0,
         1, 2, ...
 
-        hidden_states, as HF returns them: (embeddings, output of layer 0, ..., output of layer N-2,
-        final normed output); the last layer's raw output is replaced by its normed version, and a
-        layer's entry is its own output, before that layer's deepstack feature is added (the Talker
-        reads these)."""
+        hidden_states, as HF returns them: (embeddings, output of layer 0, ..., output of layer
+        N-2, final normed output); the last layer's raw output is replaced by its normed version,
+        and a layer's entry is its own output, before that layer's deepstack feature is added (the
+        Talker reads these)."""
         B, T, _ = inputs_embeds.shape
         past = past_key_values.length if past_key_values is not None else 0
         if attention_mask is not None and attention_mask.shape != (B, past + T):
@@ -203,7 +206,8 @@ class Thinker(nn.Module):
                              dec.routing, router_logits, aux_loss, loss)
 
     def prompt_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **media):
-        """TM-RoPE positions (3, B, T) of a prompt and the offsets (B, 1) decoding continues from."""
+        """TM-RoPE positions (3, B, T) of a prompt and the offsets (B, 1) decoding continues
+        from."""
         audio_lengths = media.get("audio_feature_lengths")
         if media.get("feature_attention_mask") is not None:
             audio_lengths = media["feature_attention_mask"].sum(-1)
@@ -260,8 +264,8 @@ class Thinker(nn.Module):
             if pixels is None:
                 continue
             if grid is None:
-                raise ValueError(f"{kind} pixels need {kind}_grid_thw, the (t, h, w) patch grid of "
-                                 f"each {kind}")
+                raise ValueError(f"{kind} pixels need {kind}_grid_thw, the (t, h, w) patch grid "
+                                 f"of each {kind}")
             out = self.visual(pixels, grid)                     # tokens (n, H) + deepstack
             where = input_ids == token
             embeds = _scatter(embeds, where, out.tokens, kind, f"<|{kind}_pad|>")

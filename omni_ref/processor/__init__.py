@@ -1,4 +1,5 @@
-"""The processor: chat messages with text, pictures, video and sound -> the Thinker's inputs, equal to HF's.
+"""The processor: chat messages with text, pictures, video and sound -> the Thinker's inputs, equal
+to HF's.
 
     media.py         reading files and arrays, and the errors for bad inputs
     audio.py         Whisper log-mel features, and the audio token count rule
@@ -7,8 +8,8 @@
     chat.py          the chat template and the parts of a message
     processor.py     Processor: from_pretrained, apply_chat_template, __call__
 
-HF mirror: transformers' Qwen3OmniMoeProcessor with WhisperFeatureExtractor, Qwen2VLImageProcessor and
-Qwen2VLVideoProcessor.
+HF mirror: transformers' Qwen3OmniMoeProcessor with WhisperFeatureExtractor, Qwen2VLImageProcessor
+and Qwen2VLVideoProcessor.
 """
 from ..audio_encoder import audio_token_count  # the encoder's own rule: one copy
 from .audio import AudioSettings, log_mel, mel_filter_bank

@@ -1,4 +1,5 @@
-"""The Processor: chat messages with text, pictures, video and sound -> the Thinker's input tensors.
+"""The Processor: chat messages with text, pictures, video and sound -> the Thinker's input
+tensors.
 
     processor = Processor.from_pretrained(checkpoint_dir)
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
@@ -7,14 +8,16 @@
     # pixel_values_videos, video_grid_thw, video_second_per_grid
     # input_features, feature_attention_mask          sound as log-mel frames (audio.py)
 
-Everything is read from the checkpoint directory's own files, as HF reads them: tokenizer.json (run by the `tokenizers`
-library), tokenizer_config.json (special tokens), chat_template.jinja, preprocessor_config.json (audio and vision
-settings) and, if present, config.json (the audio encoder's window), so the same code serves the tiny preset and the
-real Qwen3-Omni-30B-A3B checkpoint.
+Everything is read from the checkpoint directory's own files, as HF reads them: tokenizer.json (run
+by the `tokenizers` library), tokenizer_config.json (special tokens), chat_template.jinja,
+preprocessor_config.json (audio and vision settings) and, if present, config.json (the audio
+encoder's window), so the same code serves the tiny preset and the real Qwen3-Omni-30B-A3B
+checkpoint.
 
-HF mirror: Qwen3OmniMoeProcessor (transformers/models/qwen3_omni_moe/processing_qwen3_omni_moe.py) with its
-ProcessorMixin / OmniModalProcessorMixin (transformers/processing_utils.py). Outputs equal HF's called with
-return_tensors="pt" and padding=True (HF's default, padding=False, cannot make a tensor of a ragged batch).
+HF mirror: Qwen3OmniMoeProcessor (transformers/models/qwen3_omni_moe/processing_qwen3_omni_moe.py)
+with its ProcessorMixin / OmniModalProcessorMixin (transformers/processing_utils.py). Outputs equal
+HF's called with return_tensors="pt" and padding=True (HF's default, padding=False, cannot make a
+tensor of a ragged batch).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from .media import ProcessorError, load_audio, load_image, load_video
 from .placeholders import assign_sound_tracks, check_counts, expand, interleave_video_audio, vision_token_count
 from .vision import VisionSettings, process_image, process_video, sample_frame_indices
 
-# Token names in tokenizer_config.json and their values in every Qwen3-Omni checkpoint (used if a file lacks them).
+# Token names in tokenizer_config.json and their values in every Qwen3-Omni checkpoint (used if a
+# file lacks them).
 MEDIA_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "audio_token": "<|audio_pad|>",
                 "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>",
                 "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
@@ -71,7 +75,8 @@ class Processor:
         self.n_window, self.position_id_per_seconds = n_window, position_id_per_seconds
         for name in ("pad_token", *MEDIA_TOKENS):
             if tokenizer.token_to_id(special_tokens[name]) is None:
-                raise ValueError(f"{name} {special_tokens[name]!r} is not in the tokenizer's vocabulary")
+                raise ValueError(f"{name} {special_tokens[name]!r} is not in the tokenizer's "
+                                 "vocabulary")
         self.pad_token_id = tokenizer.token_to_id(special_tokens["pad_token"])
         self.image_token, self.video_token, self.audio_token = (special_tokens[k] for k in
                                                                 ("image_token", "video_token", "audio_token"))
@@ -83,8 +88,9 @@ class Processor:
     def from_pretrained(cls, checkpoint_dir) -> "Processor":
         d = Path(checkpoint_dir)
         if not (d / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{d / 'tokenizer.json'} not found: a checkpoint directory needs the tokenizer "
-                                    f"and processor files (omni_ref.presets.write_checkpoint copies them there).")
+            raise FileNotFoundError(f"{d / 'tokenizer.json'} not found: a checkpoint directory "
+                                    "needs the tokenizer and processor files "
+                                    "(omni_ref.presets.write_checkpoint copies them there).")
         tok_cfg = _json(d / "tokenizer_config.json")
         # Newer files keep model-specific tokens in a nested dict; older ones at the top level.
         nested = {**tok_cfg.get("extra_special_tokens", {}), **tok_cfg.get("model_specific_special_tokens", {})}
@@ -104,21 +110,24 @@ class Processor:
                    n_window=thinker.get("audio_config", {}).get("n_window", 50),
                    position_id_per_seconds=thinker.get("position_id_per_seconds", 13.0))
 
-    # ------------------------------------------------------------------------------------------------ chat messages
+    # ------------------------------------------------------------------------------- chat messages
     def apply_chat_template(self, conversation, chat_template: str | None = None, tools=None, documents=None,
                             add_generation_prompt: bool = False, tokenize: bool = False, return_dict: bool = False,
                             return_tensors: str = "pt", fps: float | None = None, do_sample_frames: bool | None = None,
                             use_audio_in_video: bool = False, load_audio_from_video: bool = False,
                             processor_kwargs: dict | None = None, **template_kwargs):
-        """Messages (or a batch of conversations) -> the prompt text, or with tokenize=True the model inputs.
+        """Messages (or a batch of conversations) -> the prompt text, or with tokenize=True the
+        model inputs.
 
-        Like HF: tokenize=False returns the rendered prompt(s); tokenize=True returns input_ids, or with
-        return_dict=True the whole dict. fps samples each video at that rate. use_audio_in_video weaves each video's
-        own sound track (a frame folder's audio.wav) into its tokens. Other keywords go to the template.
+        Like HF: tokenize=False returns the rendered prompt(s); tokenize=True returns input_ids, or
+        with return_dict=True the whole dict. fps samples each video at that rate.
+        use_audio_in_video weaves each video's own sound track (a frame folder's audio.wav) into
+        its tokens. Other keywords go to the template.
         """
         template = self._template if chat_template is None else chat.compile_template(chat_template)
         if template is None:
-            raise ProcessorError("this checkpoint has no chat template (chat_template.jinja); pass chat_template=...")
+            raise ProcessorError("this checkpoint has no chat template (chat_template.jinja); "
+                                 "pass chat_template=...")
         conversations, batched = chat.normalize_conversations(conversation)
         media = [chat.collect_media(c, need_values=tokenize) for c in conversations]
         variables = {k: v for k, v in self.special_tokens.items() if k != "bos_token" or v}
@@ -150,29 +159,34 @@ class Processor:
                    audio_from_video_indices=sources if with_sound else None, **kwargs)
         return out if return_dict else out["input_ids"]
 
-    # ---------------------------------------------------------------------------------------------- text and media
+    # ------------------------------------------------------------------------------ text and media
     def __call__(self, text, images=None, videos=None, audio=None, *, return_tensors: str = "pt",
                  padding: bool = True, fps: float | None = None, do_sample_frames: bool = False,
                  video_metadata: list[dict] | None = None, use_audio_in_video: bool = False,
                  load_audio_from_video: bool = False, audio_from_video_indices: list | None = None,
                  sampling_rate: int | None = None, min_pixels: int | None = None, max_pixels: int | None = None):
-        """Prompt text(s) with one placeholder per medium, and the media -> model inputs (see the module docstring).
+        """Prompt text(s) with one placeholder per medium, and the media -> model inputs (see the
+        module docstring).
 
-        fps: the rate of the frames the model sees (HF assumes 1 frame per second if not given); with
-        do_sample_frames=True, frames are first sampled at that rate from the video's own rate (meta.json "fps" or
-        video_metadata). use_audio_in_video: `audio` holds the videos' sound tracks (in the order of the placeholders
-        in the text, or as audio_from_video_indices says), or, if it has only the standalone sounds, the videos'
-        own tracks are used. min_pixels / max_pixels override the picture and video size limits.
+        fps: the rate of the frames the model sees (HF assumes 1 frame per second if not given);
+        with do_sample_frames=True, frames are first sampled at that rate from the video's own rate
+        (meta.json "fps" or video_metadata). use_audio_in_video: `audio` holds the videos' sound
+        tracks (in the order of the placeholders in the text, or as audio_from_video_indices says),
+        or, if it has only the standalone sounds, the videos' own tracks are used. min_pixels /
+        max_pixels override the picture and video size limits.
         """
         if return_tensors not in ("pt", "np"):
-            raise ProcessorError(f"return_tensors={return_tensors!r}: choose 'pt' (torch) or 'np' (numpy)")
+            raise ProcessorError(f"return_tensors={return_tensors!r}: choose 'pt' (torch) or 'np' "
+                                 "(numpy)")
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(t, str) for t in texts):
-            raise ProcessorError("text must be a string or a list of strings (the prompts, placeholders included)")
+            raise ProcessorError("text must be a string or a list of strings (the prompts, "
+                                 "placeholders included)")
         rate = self.audio_settings.sampling_rate
         if sampling_rate is not None and sampling_rate != rate:
-            raise ProcessorError(f"the audio is sampled at {sampling_rate} Hz but the model expects {rate} Hz: "
-                                 f"resample it first (e.g. `sox in.wav -r {rate} out.wav`) and pass sampling_rate={rate}")
+            raise ProcessorError(f"the audio is sampled at {sampling_rate} Hz but the model "
+                                 f"expects {rate} Hz: resample it first (e.g. `sox in.wav -r "
+                                 f"{rate} out.wav`) and pass sampling_rate={rate}")
         images = [load_image(x) for x in _as_list(images, lambda x: not isinstance(x, (list, tuple)))]
         videos = [load_video(v, rate) for v in _as_list(videos, lambda x: not isinstance(x, (list, tuple))
                                                         or all(_is_frame(f) for f in x))]
@@ -206,7 +220,8 @@ class Processor:
         return {"pixel_values": torch.cat(patches), "image_grid_thw": torch.tensor(grids)}, pads
 
     def _sounds(self, audio, skip: set):
-        """All sounds -> features; pad runs for the standalone ones (not in `skip`); token counts for all."""
+        """All sounds -> features; pad runs for the standalone ones (not in `skip`); token counts
+        for all."""
         if not audio:
             return {}, [], []
         features, mask = log_mel(audio, self.audio_settings)
@@ -225,7 +240,8 @@ class Processor:
                 frames = frames[sample_frame_indices(len(frames), video.fps, fps, s).numpy()]
             processed.append(process_video(frames, s, min_pixels, max_pixels))
         patches, grids = zip(*processed)
-        # HF: the seconds each frame pair spans is temporal_patch_size / fps, with fps = 1 when not given
+        # HF: the seconds each frame pair spans is temporal_patch_size / fps, with fps = 1 when not
+        # given
         seconds_per_grid = s.temporal_patch_size / (fps if fps is not None else 1.0)
         pads = [self.video_token * vision_token_count(grid, s.merge_size) if slot is None
                 else self._woven(grid, seconds_per_grid, audio_counts[slot])
@@ -234,7 +250,8 @@ class Processor:
                 "video_second_per_grid": torch.tensor([seconds_per_grid] * len(videos))}, pads
 
     def _woven(self, grid, seconds_per_grid: float, num_audio: int) -> str:
-        """A video's placeholder with its sound track woven in (placeholders.interleave_video_audio)."""
+        """A video's placeholder with its sound track woven in
+        (placeholders.interleave_video_audio)."""
         order = interleave_video_audio(grid, self.video_settings.merge_size, seconds_per_grid,
                                        self.position_id_per_seconds, num_audio)
         pads = {"video": self.video_token, "audio": self.audio_token}
@@ -242,16 +259,18 @@ class Processor:
                 + self.special_tokens["audio_eos_token"])
 
     def _pad(self, ids: list[list[int]], padding: bool) -> dict[str, torch.Tensor]:
-        """Left padding, so that every prompt ends at the last column, where generation continues."""
+        """Left padding, so that every prompt ends at the last column, where generation
+        continues."""
         longest = max(len(x) for x in ids)
         if not padding and any(len(x) != longest for x in ids):
-            raise ProcessorError("the prompts have different lengths; pass padding=True to pad them on the left")
+            raise ProcessorError("the prompts have different lengths; pass padding=True to pad "
+                                 "them on the left")
         input_ids = [[self.pad_token_id] * (longest - len(x)) + x for x in ids]
         mask = [[0] * (longest - len(x)) + [1] * len(x) for x in ids]
         return {"input_ids": torch.tensor(input_ids, dtype=torch.long),
                 "attention_mask": torch.tensor(mask, dtype=torch.long)}
 
-    # ---------------------------------------------------------------------------------------------------- decoding
+    # ------------------------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

@@ -1,4 +1,5 @@
-"""`make demo`: the main job, end to end on the sample inputs, with stage timings and a parity verdict.
+"""`make demo`: the main job, end to end on the sample inputs, with stage timings and a parity
+verdict.
 
     checkpoint   write the random-weight demo checkpoint (first run only) and load it
     processor    two chats: one with the sample image and video, one with the sample speech clip
@@ -7,11 +8,12 @@
     talker       codec codes for each answer, and Code2Wav -> 24 kHz wavs in out/demo_<request>.wav
     parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within 1e-5
 
-(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or video, its
-Talker crashes on it, so there would be nothing to compare with.)
+(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or
+video, its Talker crashes on it, so there would be nothing to compare with.)
 
-The weights are random (written from a seed), so the text is gibberish and the wav is noise: what the demo shows
-is the whole pipeline running, where its time goes, and that it is the same computation as HF's.
+The weights are random (written from a seed), so the text is gibberish and the wav is noise: what
+the demo shows is the whole pipeline running, where its time goes, and that it is the same
+computation as HF's.
 """
 from __future__ import annotations
 
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="demo", choices=["tiny", "demo"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--codec-frames", type=int, default=25, help="Talker steps (80 ms of audio each)")
+    ap.add_argument("--codec-frames", type=int, default=25, help="Talker steps (80 ms of audio "
+                                                                 "each)")
     ap.add_argument("--no-speech", action="store_true", help="text only (no Talker / Code2Wav)")
     ap.add_argument("--no-parity", action="store_true", help="skip the HF twin")
     args = ap.parse_args(argv)
@@ -122,7 +125,8 @@ def main(argv=None) -> int:
             OUT.mkdir(exist_ok=True)
             samples = wav.reshape(-1).float().numpy()
             sf.write(OUT / f"demo_{name}.wav", samples, 24000)
-            print(f"             speech: {samples.size / 24000:.2f} s at 24 kHz -> out/demo_{name}.wav")
+            print(f"             speech: {samples.size / 24000:.2f} s at 24 kHz -> "
+                  f"out/demo_{name}.wav")
         if twin is not None:
             with torch.no_grad():
                 hf_ids, hf_wav = st.run(f"{name}: HF generate, same options",
@@ -142,8 +146,8 @@ def main(argv=None) -> int:
             verdict = "FAIL: " + "; ".join(problems)
         else:
             verdict = f"PASS: {what} in every request"
-        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, same "
-              f"machine)")
+        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, "
+              "same machine)")
     print(f"parity verdict: {verdict}")
     return 0 if not verdict.startswith("FAIL") else 1
 

@@ -1,7 +1,7 @@
 """`python -m omni_ref.tools.env_check`: one OK/FAIL line per dependency, for bug reports.
 
-The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this check and the
-install can never disagree about what the right versions are.
+The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this
+check and the install can never disagree about what the right versions are.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": 
 
 
 def pins() -> dict[str, tuple[str, bool]]:
-    """name -> (pinned version, needed for omni_ref itself rather than only for tests and notebooks)."""
+    """name -> (pinned version, needed for omni_ref itself rather than only for tests and
+    notebooks)."""
     out = {}
     for req in md.requires("omni-ref") or []:
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*(;.*)?$", req)
