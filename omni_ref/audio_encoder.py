@@ -1,5 +1,4 @@
-"""AuT, the audio encoder: log-mel (128 bins, 100 frames/s) -> 12.5 Hz tokens in the Thinker's
-width.
+"""AuT, the audio encoder: log-mel (128 bins, 100 frames/s) -> 12.5 Hz tokens, Thinker width.
 
 Qwen3-Omni report section 2.2. The mel frames of each audio are cut into 1 s chunks (2 * n_window
 frames), three stride-2 Conv2d layers shrink each chunk 8x in time and frequency (one token per 80
@@ -32,8 +31,7 @@ from .layers import ACTIVATIONS, segment_attention
 
 
 def sinusoid_positions(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
-    """Whisper's fixed positions: (length, channels), sines in the first half, cosines in the
-    second."""
+    """Whisper's fixed positions: (length, channels), sines in the first half, cosines after."""
     log_step = math.log(max_timescale) / (channels // 2 - 1)
     inv_timescales = torch.exp(-log_step * torch.arange(channels // 2).float())
     t = torch.arange(length).float()[:, None] * inv_timescales[None, :]
@@ -84,8 +82,7 @@ def pack_padded_features(input_features: torch.Tensor, feature_attention_mask: t
 # ---- the encoder --------------------------------------------------------------------------------
 
 class AudioAttention(nn.Module):
-    """Bidirectional multi-head attention with biased projections (Whisper encoder style), no
-    rotary."""
+    """Bidirectional multi-head attention, biased projections (Whisper encoder), no rotary."""
 
     def __init__(self, d_model: int, heads: int):
         super().__init__()
@@ -122,13 +119,12 @@ class AudioEncoderLayer(nn.Module):
 
 @dataclass
 class AudioTrace:
-    """What happened inside one forward pass, for teaching (`AudioEncoder.forward(...,
-    trace=True)`)."""
+    """What happened inside one forward pass, for teaching (`forward(..., trace=True)`)."""
 
     chunk_frames: list[int]                 # mel frames of every 1 s conv chunk, audio after audio
     chunk_tokens: list[int]                 # tokens each chunk keeps after the convolutions
-    shapes: dict[str, tuple] = field(default_factory=dict)   # tensor shape after each step, by step name
-    window_tokens: list[int] = field(default_factory=list)   # tokens per attention window (HF's cu_seqlens diffs)
+    shapes: dict[str, tuple] = field(default_factory=dict)   # shape after each step, by name
+    window_tokens: list[int] = field(default_factory=list)   # per attention window (cu_seqlens)
     audio_tokens: list[int] = field(default_factory=list)    # tokens per audio
 
 
@@ -153,7 +149,8 @@ class AudioEncoder(nn.Module):
         self.conv2d3 = nn.Conv2d(c, c, 3, stride=2, padding=1)    #             -> (c, mel/8, T/8)
         self.conv_out = nn.Linear(c * cfg.freq_after_convs, cfg.d_model, bias=False)
         # Fixed, so not stored in checkpoints (HF registers it as a non-persistent buffer too).
-        self.register_buffer("positional_embedding", torch.empty(cfg.max_source_positions, cfg.d_model),
+        self.register_buffer("positional_embedding",
+                             torch.empty(cfg.max_source_positions, cfg.d_model),
                              persistent=False)
         self.reset_buffers()
         self.layers = nn.ModuleList(AudioEncoderLayer(cfg) for _ in range(cfg.encoder_layers))
@@ -164,7 +161,8 @@ class AudioEncoder(nn.Module):
     def reset_buffers(self) -> None:
         if self.positional_embedding.device.type != "meta":
             cfg = self.config
-            self.positional_embedding.copy_(sinusoid_positions(cfg.max_source_positions, cfg.d_model))
+            table = sinusoid_positions(cfg.max_source_positions, cfg.d_model)
+            self.positional_embedding.copy_(table)
 
     def _check(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:
         mel = self.config.num_mel_bins
@@ -203,7 +201,8 @@ class AudioEncoder(nn.Module):
             pieces += list(audio.split(chunk, dim=1))                        # each (mel, <= chunk)
         frames = [p.shape[1] for p in pieces]
         longest = max(frames)
-        padded = torch.stack([F.pad(p, (0, longest - p.shape[1])) for p in pieces])   # (chunks, mel, longest)
+        pieces = [F.pad(p, (0, longest - p.shape[1])) for p in pieces]   # each (mel, longest)
+        padded = torch.stack(pieces)                                     # (chunks, mel, longest)
         return padded, frames
 
     def attention_windows(self, feature_lens: torch.Tensor) -> list[int]:
@@ -221,8 +220,7 @@ class AudioEncoder(nn.Module):
         return out
 
     def forward(self, input_features: torch.Tensor, feature_lens, trace: bool = False):
-        """input_features (mel, total_frames), feature_lens (num_audios,) -> (total_tokens,
-        output_dim).
+        """input_features (mel, total_frames), feature_lens (num_audios,) -> (tokens, output_dim).
 
         With trace=True returns (tokens, AudioTrace) with the chunk sizes, each step's shape and
         the windows."""
@@ -235,7 +233,7 @@ class AudioEncoder(nn.Module):
         # Chunks go through the convolutions conv_chunksize at a time, only to bound memory on long
         # audio.
         for group in x.split(cfg.conv_chunksize, dim=0):
-            for name in ("conv2d1", "conv2d2", "conv2d3"):    # the GELU here is always the exact (erf) GELU
+            for name in ("conv2d1", "conv2d2", "conv2d3"):    # always the exact (erf) GELU here
                 group = F.gelu(getattr(self, name)(group))    # channels up, mel and time halved
                 shapes[name] = (x.shape[0],) + tuple(group.shape[1:])
             outs.append(group)
@@ -253,11 +251,13 @@ class AudioEncoder(nn.Module):
         windows = self.attention_windows(lens)
         for layer in self.layers:
             x = layer(x, windows)
-        x = self.proj2(ACTIVATIONS[cfg.activation_function](self.proj1(self.ln_post(x))))  # (tokens, output_dim)
+        act = ACTIVATIONS[cfg.activation_function]
+        x = self.proj2(act(self.proj1(self.ln_post(x))))                     # (tokens, output_dim)
         shapes["output"] = tuple(x.shape)
         if not trace:
             return x
-        return x, AudioTrace(chunk_frames=chunk_frames, chunk_tokens=chunk_tokens.tolist(), shapes=shapes,
+        return x, AudioTrace(chunk_frames=chunk_frames, chunk_tokens=chunk_tokens.tolist(),
+                             shapes=shapes,
                              window_tokens=windows,
                              audio_tokens=audio_token_count(lens, cfg.n_window).tolist())
 

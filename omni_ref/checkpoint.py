@@ -4,7 +4,8 @@ A checkpoint directory, as HF `save_pretrained` writes it and as the published m
 
     config.json                      the OmniConfig tree (config.py)
     model.safetensors                all tensors, or, for big models, shards:
-    model-00001-of-00015.safetensors + model.safetensors.index.json   {"weight_map": {key: shard file}}
+    model-00001-of-00015.safetensors + model.safetensors.index.json
+                                     {"weight_map": {key: shard file}}
 
 Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every
 MoE expert as its own three matrices, we stack them (moe.py explains why). That is the whole table:
@@ -45,12 +46,12 @@ class CheckpointError(ValueError):
 # ---- the key map --------------------------------------------------------------------------------
 
 def checkpoint_slots(name: str, shape) -> dict[str, tuple[int | None, tuple[int, ...]]]:
-    """The checkpoint key(s) that fill one of our parameters: key -> (expert index or None, tensor
-    shape)."""
+    """The checkpoint key(s) filling one of our parameters: key -> (expert index | None, shape)."""
     m = STACKED_KEY.match(name)
     if not m:
         return {name: (None, tuple(shape))}
-    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:])) for e in range(shape[0])}
+    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:]))
+            for e in range(shape[0])}
 
 
 def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -93,12 +94,12 @@ def _describe(keys, limit: int = 12) -> str:
 
 @dataclass
 class LoadPlan:
-    """What a load will do, worked out from config.json and the safetensors headers alone (no
-    tensor read)."""
+    """What a load will do, from config.json and the safetensors headers alone (no tensor read)."""
 
     config: OmniConfig
     model: Qwen3Omni                                      # on the meta device
-    slots: dict[str, tuple[str, int | None, tuple]]       # checkpoint key -> (our parameter, expert index, shape)
+    # checkpoint key -> (our parameter, expert index, shape)
+    slots: dict[str, tuple[str, int | None, tuple]]
     by_file: dict[str, list[str]]                     # file -> the checkpoint keys to read from it
 
 
@@ -110,7 +111,10 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     ckpt_dir = os.fspath(checkpoint_dir)
     config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
-    components = present_components(ckpt_dir) if components is None else check_components(components)
+    if components is None:
+        components = present_components(ckpt_dir)
+    else:
+        components = check_components(components)
     if not components:
         raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
 
@@ -155,7 +159,8 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     return LoadPlan(config, model, slots, dict(by_file))
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
+         strict_config: bool = True) -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
 
     components: subset of ("thinker", "talker", "code2wav"); default: every component the
@@ -192,8 +197,7 @@ def _rebuild_buffers(model: Qwen3Omni) -> None:
 # ---- writing ------------------------------------------------------------------------------------
 
 def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> list[str]:
-    """Write config.json and the weights in HF's layout, sharded (with an index) above
-    `max_shard_bytes`."""
+    """Write config.json and the weights in HF's layout, sharded above `max_shard_bytes`."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     model.config.save(out_dir)
@@ -220,5 +224,6 @@ def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> lis
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
+                  sort_keys=True)
     return names

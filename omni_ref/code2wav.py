@@ -34,13 +34,12 @@ CHUNK_SIZE, LEFT_CONTEXT_SIZE = 300, 25
 
 
 class CausalConv(nn.Module):
-    """Conv1d padded on the left only, so an output sample never sees future input
-    (streaming-safe)."""
+    """Conv1d padded on the left only: no output sample sees future input (streaming-safe)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int = 1, groups: int = 1):
         super().__init__()
         self.conv = nn.Conv1d(c_in, c_out, kernel, dilation=dilation, groups=groups)
-        self.left_pad = (kernel - 1) * dilation       # the span of the dilated kernel, minus the current sample
+        self.left_pad = (kernel - 1) * dilation      # the dilated kernel's span, minus this sample
 
     def forward(self, x):                             # (B, C_in, T) -> (B, C_out, T)
         # HF also computes a right "extra padding" for strided convs; with stride 1 (all of
@@ -49,8 +48,7 @@ class CausalConv(nn.Module):
 
 
 class CausalTransConv(nn.Module):
-    """ConvTranspose1d upsampling by `stride`, trimmed by kernel - stride samples on each side (see
-    module doc).
+    """ConvTranspose1d upsampling by `stride`, trimmed by kernel - stride samples on each side.
 
     kernel == stride (the 2x pre-upsampling): no overlap, no trim, exactly stride * L outputs.
     kernel == 2 * stride (the decoder): (L + 1) * stride outputs, trimmed to (L - 1) * stride."""
@@ -66,8 +64,7 @@ class CausalTransConv(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    """Depthwise causal conv, LayerNorm, 4x pointwise MLP, scaled by `gamma`, residual (Liu et al.
-    2022)."""
+    """Depthwise causal conv, LayerNorm, 4x MLP, scaled by `gamma`, residual (Liu et al. 2022)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -117,8 +114,7 @@ class ResidualUnit(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """SnakeBeta, transposed conv upsampling by `rate` (halving channels), three dilated residual
-    units."""
+    """SnakeBeta, transposed conv upsampling by `rate` (half the channels), 3 residual units."""
 
     def __init__(self, d_in: int, d_out: int, rate: int):
         super().__init__()
@@ -132,8 +128,7 @@ class DecoderBlock(nn.Module):
 
 
 class LayerScale(nn.Module):
-    """Per-channel residual scale (Touvron et al. 2021), starting small so each layer starts near
-    identity."""
+    """Per-channel residual scale (Touvron et al. 2021), small so a layer starts near identity."""
 
     def __init__(self, dim: int, init: float):
         super().__init__()
@@ -144,14 +139,14 @@ class LayerScale(nn.Module):
 
 
 class PreTransformerLayer(nn.Module):
-    """Pre-norm Qwen3 layer (no QK-norm) whose two residual branches are multiplied by a layer
-    scale."""
+    """Pre-norm Qwen3 layer (no QK-norm) with both residual branches scaled by a layer scale."""
 
     def __init__(self, cfg: Code2WavConfig):
         super().__init__()
         h = cfg.hidden_size
         self.self_attn = Attention(h, cfg.num_attention_heads, cfg.num_key_value_heads,
-                                   h // cfg.num_attention_heads, bias=cfg.attention_bias, qk_norm=False)
+                                   h // cfg.num_attention_heads, bias=cfg.attention_bias,
+                                   qk_norm=False)
         self.mlp = SwiGLU(h, cfg.intermediate_size, cfg.hidden_act)
         self.input_layernorm = RMSNorm(h, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(h, cfg.rms_norm_eps)
@@ -184,7 +179,8 @@ class PreTransformer(nn.Module):
         # would inside the full sequence.
         pos = torch.arange(T, device=x.device)[None]                 # (1, T)
         cos, sin = rotary_cos_sin(pos, inv_freq, x.dtype)            # (1, T, head_dim)
-        mask = causal_mask(T, T, x.dtype, sliding_window=cfg.sliding_window, device=x.device)  # (1, 1, T, T)
+        mask = causal_mask(T, T, x.dtype, sliding_window=cfg.sliding_window,
+                           device=x.device)                  # (1, 1, T, T)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return self.norm(x)
@@ -202,7 +198,8 @@ def samples_lost_at_start(cfg: Code2WavConfig) -> int:
     return lost
 
 
-def chunk_spans(n_frames: int, chunk_size: int, left_context_size: int) -> list[tuple[int, int, int]]:
+def chunk_spans(n_frames: int, chunk_size: int,
+                left_context_size: int) -> list[tuple[int, int, int]]:
     """The chunks of chunked_decode as (start, end, context): chunk j decodes codes[start - context
     : end] and keeps the audio after its `context` frames. context = min(left_context_size,
     start)."""
@@ -212,7 +209,8 @@ def chunk_spans(n_frames: int, chunk_size: int, left_context_size: int) -> list[
     if not isinstance(left_context_size, numbers.Integral) or left_context_size < 0:
         raise ValueError(f"left_context_size={left_context_size!r}: use 0 or more frames (HF's "
                          f"default is {LEFT_CONTEXT_SIZE})")
-    return [(s, min(s + chunk_size, n_frames), min(left_context_size, s)) for s in range(0, n_frames, chunk_size)]
+    return [(start, min(start + chunk_size, n_frames), min(left_context_size, start))
+            for start in range(0, n_frames, chunk_size)]
 
 
 class Code2Wav(nn.Module):
@@ -227,8 +225,10 @@ class Code2Wav(nn.Module):
         self.code_embedding = nn.Embedding(cfg.codebook_size * cfg.num_quantizers, h)
         self.pre_transformer = PreTransformer(cfg)
         self.upsample = nn.ModuleList(
-            nn.ModuleList([CausalTransConv(h, h, r, r), ConvNeXtBlock(h)]) for r in cfg.upsampling_ratios)
-        dims = [cfg.decoder_dim // 2 ** i for i in range(len(cfg.upsample_rates) + 1)]  # 1536, 768, 384, 192, 96
+            nn.ModuleList([CausalTransConv(h, h, r, r), ConvNeXtBlock(h)])
+            for r in cfg.upsampling_ratios)
+        # Channels of the decoder stages: 1536, 768, 384, 192, 96 in the real model.
+        dims = [cfg.decoder_dim // 2 ** i for i in range(len(cfg.upsample_rates) + 1)]
         self.decoder = nn.ModuleList(
             [CausalConv(h, dims[0], 7)]
             + [DecoderBlock(dims[i], dims[i + 1], r) for i, r in enumerate(cfg.upsample_rates)]
@@ -273,8 +273,10 @@ class Code2Wav(nn.Module):
 
     def _decode(self, codes):
         cfg = self.config
-        offset = torch.arange(cfg.num_quantizers, device=codes.device)[None, :, None] * cfg.codebook_size
-        x = self.code_embedding(codes + offset).mean(1)      # (B, Q, T, h) -> (B, T, h): average of the codebooks
+        offset = torch.arange(cfg.num_quantizers,
+                              device=codes.device)[None, :, None] * cfg.codebook_size
+        x = self.code_embedding(codes + offset)              # (B, Q, T, h)
+        x = x.mean(1)                                        # (B, T, h): the codebooks' average
         x = self.pre_transformer(x).transpose(1, 2)     # (B, h, T): channels first for the ConvNet
         for trans_conv, convnext in self.upsample:
             x = convnext(trans_conv(x))                      # (B, h, 2T), then (B, h, 4T)
@@ -297,6 +299,6 @@ class Code2Wav(nn.Module):
         spf = self.config.samples_per_frame
         pieces = []
         for start, end, context in chunk_spans(codes.shape[-1], chunk_size, left_context_size):
-            wav = self._decode(codes[..., start - context:end])          # (B, 1, 1920 (context + chunk) - 555)
+            wav = self._decode(codes[..., start - context:end])  # (B, 1, 1920 (ctx + chunk) - 555)
             pieces.append(wav[..., context * spf:])
         return torch.cat(pieces, dim=-1)

@@ -91,13 +91,13 @@ class CodePredictor(nn.Module):
         self.config = cfg
         self.model = CodePredictorModel(cfg)
         self.lm_head = nn.ModuleList(
-            nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) for _ in range(cfg.num_code_groups - 1))
+            nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+            for _ in range(cfg.num_code_groups - 1))
 
     def forward(self, step: int, inputs_embeds: torch.Tensor | None = None,
                 codes: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pass; returns (logits (B, T, codebook) of residual codebook step+1, the input
-        embeddings).
+        """One pass -> (logits (B, T, codebook) of residual codebook step+1, input embeddings).
 
         step 0:  inputs_embeds (B, 2, H) = [Talker hidden state, Talker embedding of code 0]
                  -> head 0 (code 1)

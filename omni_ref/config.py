@@ -10,7 +10,8 @@ of failing later deep inside a matmul.
 The tree (Qwen3-Omni Technical Report, arXiv 2509.17765, section 2: Thinker-Talker architecture):
 
     OmniConfig
-      thinker_config: ThinkerConfig      audio_config (AuT), vision_config, text_config (MoE decoder)
+      thinker_config: ThinkerConfig      audio_config (AuT), vision_config,
+                                         text_config (MoE decoder)
       talker_config:  TalkerConfig       text_config (MoE decoder + shared expert),
                                          code_predictor_config (MTP)
       code2wav_config: Code2WavConfig    codec vocoder
@@ -33,9 +34,9 @@ from .layers import ACTIVATIONS
 # a typo such as "num_expert" would otherwise be silently ignored and the model built with the
 # default.
 HF_BOOKKEEPING_KEYS = frozenset({
-    "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype", "id2label",
-    "label2id", "is_encoder_decoder", "output_hidden_states", "output_attentions", "problem_type",
-    "return_dict", "transformers_version", "model_type", "use_return_dict",
+    "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype",
+    "id2label", "label2id", "is_encoder_decoder", "output_hidden_states", "output_attentions",
+    "problem_type", "return_dict", "transformers_version", "model_type", "use_return_dict",
     "_attn_implementation_autoset", "tokenizer_class", "prefix", "task_specific_params",
     "finetuning_task", "pruned_heads", "tf_legacy_loss", "torchscript", "use_bfloat16",
     "add_cross_attention", "cross_attention_hidden_size", "decoder_start_token_id",
@@ -44,8 +45,7 @@ HF_BOOKKEEPING_KEYS = frozenset({
 
 
 class ConfigError(ValueError):
-    """A config value that cannot describe a working Qwen3-Omni model. The message names the
-    field."""
+    """A config value that cannot describe a working Qwen3-Omni model (the message names it)."""
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -216,8 +216,7 @@ class _MoEDecoderConfig(_DecoderConfig):
     mlp_only_layers: list[int] = field(default_factory=list)
 
     def is_moe_layer(self, i: int) -> bool:
-        """HF's rule: layer i is sparse unless listed in mlp_only_layers, every
-        decoder_sparse_step-th layer."""
+        """HF's rule: layer i is sparse unless in mlp_only_layers, every decoder_sparse_step-th."""
         return i not in self.mlp_only_layers and (i + 1) % self.decoder_sparse_step == 0
 
     def validate(self, where: str) -> None:
@@ -272,7 +271,8 @@ class AudioEncoderConfig(_HFConfig):
         _check_activation(self.activation_function, "activation_function", where)
         chunk = 2 * self.n_window
         _check(self.n_window_infer % chunk == 0, where,
-               f"n_window_infer={self.n_window_infer} must be a multiple of 2 * n_window = {chunk}")
+               f"n_window_infer={self.n_window_infer} must be a multiple of 2 * n_window = "
+               f"{chunk}")
 
     @property
     def freq_after_convs(self) -> int:
@@ -356,8 +356,7 @@ class TextConfig(_MoEDecoderConfig):
 
 @dataclass
 class ThinkerConfig(_HFConfig):
-    """HF Qwen3OmniMoeThinkerConfig: the encoders, the text decoder, and the multimodal token
-    ids."""
+    """HF Qwen3OmniMoeThinkerConfig: the encoders, the text decoder, the multimodal token ids."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_thinker"
     sub_configs: ClassVar[dict[str, type]] = {"audio_config": AudioEncoderConfig,
@@ -411,8 +410,7 @@ class ThinkerConfig(_HFConfig):
 
 @dataclass
 class TalkerTextConfig(_MoEDecoderConfig):
-    """The Talker's MoE decoder (HF Qwen3OmniMoeTalkerTextConfig). Unlike the Thinker's it has a
-    shared expert."""
+    """The Talker's MoE decoder (HF Qwen3OmniMoeTalkerTextConfig), with a shared expert."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_talker_text"
     ignored_keys: ClassVar[frozenset] = frozenset({"max_window_layers", "use_sliding_window"})
@@ -441,8 +439,7 @@ class TalkerTextConfig(_MoEDecoderConfig):
 
 @dataclass
 class CodePredictorConfig(_DecoderConfig):
-    """The MTP residual-code predictor (HF Qwen3OmniMoeTalkerCodePredictorConfig): a small dense
-    decoder."""
+    """The MTP code predictor (HF Qwen3OmniMoeTalkerCodePredictorConfig): a small dense decoder."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_talker_code_predictor"
     vocab_size: int = 2048
@@ -466,8 +463,7 @@ class CodePredictorConfig(_DecoderConfig):
 
 @dataclass
 class TalkerConfig(_HFConfig):
-    """HF Qwen3OmniMoeTalkerConfig: the codec-token decoder, the MTP module and the codec control
-    ids."""
+    """HF Qwen3OmniMoeTalkerConfig: the codec decoder, the MTP module and the codec control ids."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe_talker"
     sub_configs: ClassVar[dict[str, type]] = {"text_config": TalkerTextConfig,
@@ -558,8 +554,7 @@ class Code2WavConfig(_Rotary, _HFConfig):
 
     @property
     def samples_per_frame(self) -> int:
-        """Waveform samples per codec frame: the product of every upsampling stage
-        (2*2*8*5*4*3 = 1920)."""
+        """Waveform samples per codec frame: all upsamplings multiplied (2*2*8*5*4*3 = 1920)."""
         n = 1
         for r in list(self.upsampling_ratios) + list(self.upsample_rates):
             n *= r
@@ -585,8 +580,7 @@ class Code2WavConfig(_Rotary, _HFConfig):
 
 @dataclass
 class OmniConfig(_HFConfig):
-    """HF Qwen3OmniMoeConfig: Thinker + Talker + Code2Wav, plus the chat-format token ids the
-    Talker needs."""
+    """HF Qwen3OmniMoeConfig: Thinker + Talker + Code2Wav, and the chat ids the Talker needs."""
 
     model_type: ClassVar[str] = "qwen3_omni_moe"
     sub_configs: ClassVar[dict[str, type]] = {"thinker_config": ThinkerConfig,

@@ -1,5 +1,4 @@
-"""Generation: the Thinker's decoding loop, and `model.generate` with HF's thinker_* / talker_*
-options.
+"""Generation: the Thinker's decoding loop, and `model.generate` with HF's thinker_* options.
 
 Decoding with a KV cache has two phases (report section 2.1; the Thinker is a causal decoder):
 
@@ -76,8 +75,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
                      top_p: float = 1.0, repetition_penalty: float = 1.0,
                      generator: torch.Generator | None = None, output_hidden_states: bool = False,
                      return_dict_in_generate: bool = False, trace: list | None = None, **media):
-    """Prompt ids (B, T) -> (B, T + n) ids, n <= max_new_tokens (HF Thinker.generate for text
-    prompts).
+    """Prompt ids (B, T) -> (B, T + n) ids, n <= max_new_tokens (HF Thinker.generate for text).
 
     Stops when max_new_tokens are generated or every row has produced an eos id; finished rows are
     filled with pad_token_id (default: the config's pad id, else the first eos id, as HF).
@@ -129,8 +127,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 
 class UnknownSpeakerError(ValueError, NotImplementedError):
-    """A speaker the checkpoint has no id for. HF raises NotImplementedError here; this is also a
-    ValueError."""
+    """A speaker the checkpoint has no id for (HF raises NotImplementedError; this is both)."""
 
 
 @dataclass
@@ -225,7 +222,8 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
                                  talker_top_k, talker_top_p, talker_temperature,
                                  talker_repetition_penalty, **kwargs)
         return speech.text_ids, speech.wav
-    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens, "eos_token_id": thinker_eos_token_id}
+    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens,
+                      "eos_token_id": thinker_eos_token_id}
     _split_options(kwargs, thinker_kwargs, None)
     return thinker_generate(model.thinker, input_ids, **thinker_kwargs)
 
@@ -264,7 +262,8 @@ def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan",
                  "has run")
     talker_kwargs = {"eos_token_id": talker_cfg.codec_eos_token_id,
                      "suppress_tokens": suppressed_ids(talker_cfg)}
-    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens, "eos_token_id": thinker_eos_token_id}
+    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens,
+                      "eos_token_id": thinker_eos_token_id}
     _split_options(kwargs, thinker_kwargs, talker_kwargs)
     opts = SamplingOptions(talker_do_sample, talker_temperature, talker_top_k, talker_top_p,
                            talker_repetition_penalty)

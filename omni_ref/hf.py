@@ -34,13 +34,15 @@ def hf_config(config: OmniConfig) -> Qwen3OmniMoeConfig:
     return Qwen3OmniMoeConfig(**config.to_hf_dict())
 
 
-def load_hf(checkpoint_dir, dtype: torch.dtype = torch.float32) -> Qwen3OmniMoeForConditionalGeneration:
+def load_hf(checkpoint_dir,
+            dtype: torch.dtype = torch.float32) -> Qwen3OmniMoeForConditionalGeneration:
     """HF's model for `checkpoint_dir`, eager attention, refusing any missing or unexpected weight:
     a model with a randomly initialised tensor would make every parity check meaningless."""
     model, info = Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-        os.fspath(checkpoint_dir), dtype=dtype, attn_implementation="eager", output_loading_info=True)
-    problems = {k: sorted(v) for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys",
-                                                                      "mismatched_keys", "error_msgs")}
+        os.fspath(checkpoint_dir), dtype=dtype, attn_implementation="eager",
+        output_loading_info=True)
+    kinds = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+    problems = {k: sorted(v) for k, v in info.items() if v and k in kinds}
     if problems:
         raise RuntimeError(f"HF could not load {checkpoint_dir} cleanly: {problems}")
     return model.eval()
@@ -62,16 +64,14 @@ def checkpoint_tensors(checkpoint_dir) -> dict[str, torch.Tensor]:
 
 
 def hf_checkpoint_tensors(model: Qwen3OmniMoeForConditionalGeneration) -> dict[str, torch.Tensor]:
-    """What HF's model would write as a checkpoint (its own save_pretrained, so HF's key conversion
-    is used)."""
+    """What HF's model would write as a checkpoint (its own save_pretrained and key conversion)."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return checkpoint_tensors(tmp)
 
 
 def compare_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
-    """Differences between two {key: tensor} dicts, one line each; empty when they are
-    identical."""
+    """Differences between two {key: tensor} dicts, one line each; empty when they are equal."""
     diffs = [f"only in first: {k}" for k in sorted(set(a) - set(b))]
     diffs += [f"only in second: {k}" for k in sorted(set(b) - set(a))]
     for k in sorted(set(a) & set(b)):
@@ -95,19 +95,22 @@ HF_TEST_THINKER_CONFIG = {
         "rope_parameters": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default",
                             "interleaved": True},
         "vocab_size": 99, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 4,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": 1024,
-        "rms_norm_eps": 1e-06, "use_cache": True, "tie_word_embeddings": False, "rope_theta": 1000000.0,
-        "use_sliding_window": False, "sliding_window": 50, "max_window_layers": 3, "attention_dropout": 0.0,
-        "pad_token_id": 0, "initializer_range": 0.02, "moe_intermediate_size": 32, "num_experts_per_tok": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+        "max_position_embeddings": 1024, "rms_norm_eps": 1e-06, "use_cache": True,
+        "tie_word_embeddings": False, "rope_theta": 1000000.0, "use_sliding_window": False,
+        "sliding_window": 50, "max_window_layers": 3, "attention_dropout": 0.0, "pad_token_id": 0,
+        "initializer_range": 0.02, "moe_intermediate_size": 32, "num_experts_per_tok": 2,
         "num_experts": 8, "decoder_sparse_step": 1,
     },
-    "audio_config": {"d_model": 32, "encoder_attention_heads": 4, "encoder_ffn_dim": 32, "encoder_layers": 2,
-                     "num_mel_bins": 20, "max_source_positions": 1500, "initializer_range": 0.02,
-                     "downsample_hidden_size": 32, "n_window": 50, "output_dim": 32, "n_window_infer": 100},
+    "audio_config": {"d_model": 32, "encoder_attention_heads": 4, "encoder_ffn_dim": 32,
+                     "encoder_layers": 2, "num_mel_bins": 20, "max_source_positions": 1500,
+                     "initializer_range": 0.02, "downsample_hidden_size": 32, "n_window": 50,
+                     "output_dim": 32, "n_window_infer": 100},
     "vision_config": {"depth": 2, "embed_dim": 32, "hidden_act": "quick_gelu", "hidden_size": 32,
-                      "out_hidden_size": 32, "intermediate_size": 24, "mlp_ratio": 4, "num_heads": 4,
-                      "patch_size": 16, "spatial_merge_size": 1, "temporal_patch_size": 2,
-                      "initializer_range": 0.02, "deepstack_visual_indexes": [1]},
+                      "out_hidden_size": 32, "intermediate_size": 24, "mlp_ratio": 4,
+                      "num_heads": 4, "patch_size": 16, "spatial_merge_size": 1,
+                      "temporal_patch_size": 2, "initializer_range": 0.02,
+                      "deepstack_visual_indexes": [1]},
     "audio_token_id": 1, "image_token_id": 2, "video_token_id": 3, "position_id_per_seconds": 13,
     "seconds_per_chunk": 2, "audio_start_token_id": 4, "audio_end_token_id": 5, "user_token_id": 6,
     "vision_start_token_id": 7, "vision_end_token_id": 8, "initializer_range": 0.02,
@@ -135,8 +138,8 @@ def write_hf_test_checkpoint(out_dir, seed: int = 0) -> str:
     cfg = Qwen3OmniMoeConfig(
         thinker_config=copy.deepcopy(HF_TEST_THINKER_CONFIG), talker_config=talker,
         code2wav_config=tiny["code2wav_config"], enable_audio_output=False,
-        im_start_token_id=90, im_end_token_id=91, system_token_id=92, user_token_id=6, assistant_token_id=93,
-        tts_pad_token_id=94, tts_bos_token_id=95, tts_eos_token_id=96)
+        im_start_token_id=90, im_end_token_id=91, system_token_id=92, user_token_id=6,
+        assistant_token_id=93, tts_pad_token_id=94, tts_bos_token_id=95, tts_eos_token_id=96)
     torch.manual_seed(seed)
     model = Qwen3OmniMoeForConditionalGeneration(cfg)
     init_random_weights(model.thinker, seed=seed)
@@ -173,7 +176,8 @@ def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str
     inputs. ours, theirs: the Thinker or the whole model of each side."""
     from .tools import debug
     ours = ours.thinker if hasattr(ours, "thinker") else ours
-    return debug.layer_diff_report(debug.thinker_trace(ours, **inputs), hf_thinker_trace(theirs, **inputs), atol)
+    return debug.layer_diff_report(debug.thinker_trace(ours, **inputs),
+                                   hf_thinker_trace(theirs, **inputs), atol)
 
 
 def hf_speech(model, **kwargs) -> dict:

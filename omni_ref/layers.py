@@ -1,5 +1,4 @@
-"""Building blocks shared by every decoder in Qwen3-Omni: RMSNorm, attention, SwiGLU, a decoder
-layer.
+"""Building blocks of every decoder in Qwen3-Omni: RMSNorm, attention, SwiGLU, a decoder layer.
 
 The Thinker's text decoder, the Talker, the MTP code predictor and Code2Wav's pre-transformer are
 all the same pre-norm transformer layer (Qwen3 architecture) with different widths and a different
@@ -37,8 +36,7 @@ ACTIVATIONS = {
 
 def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       lengths: list[int]) -> torch.Tensor:
-    """Bidirectional attention inside consecutive segments only: q, k, v (heads, T, d), `lengths`
-    sum to T.
+    """Attention within consecutive segments only: q, k, v (heads, T, d); T = sum(lengths).
 
     Tokens of different segments (audio windows, image frames) never see each other. Computing
     each segment on its own is what HF's eager path does (its `cu_seqlens` are the cumulative
@@ -55,8 +53,7 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tensor | None = None,
                 sliding_window: int | None = None, device=None) -> torch.Tensor:
-    """Additive attention mask (B or 1, 1, q_len, kv_len): 0 where a query may look, a huge
-    negative elsewhere.
+    """Additive attention mask (B or 1, 1, q_len, kv_len): 0 where a query may look, else -huge.
 
     The queries are the last q_len of kv_len positions (earlier ones are in the KV cache). A key is
     visible if it is not in the future, not padding (padding: (B, kv_len) with 1 = real token),
@@ -77,8 +74,7 @@ def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tens
 
 
 class KVCache:
-    """Keys and values of every layer seen so far: a list of (B, kv_heads, T, head_dim) pairs,
-    grown by concatenation.
+    """Keys and values of every layer so far: (B, kv_heads, T, head_dim) pairs, grown by cat.
 
     The simplest cache that is correct; HF's DynamicCache does the same. `length` is the number of
     cached positions, i.e. where the next token's position starts in plain text decoding."""
@@ -92,8 +88,7 @@ class KVCache:
         return self.keys[0].shape[2] if self.keys else 0
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's k, v (B, kv_heads, T, d) to layer `layer_idx`'s; return all of
-        them."""
+        """Append k, v (B, kv_heads, T, d) to layer `layer_idx`'s cache; return all of them."""
         if layer_idx == len(self.keys):                 # the first call for this layer
             self.keys.append(k)
             self.values.append(v)
@@ -107,8 +102,7 @@ class KVCache:
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): x / rms(x) * weight, no mean subtraction,
-    no bias."""
+    """Root-mean-square norm (Zhang & Sennrich 2019): x / rms(x) * weight; no mean, no bias."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()

@@ -49,8 +49,7 @@ class Qwen3Omni(nn.Module):
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
 
     def generate(self, input_ids=None, **kwargs):
-        """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning
-        (generate.py)."""
+        """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning."""
         return generation.generate(self, input_ids, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:

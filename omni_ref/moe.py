@@ -60,8 +60,7 @@ class RoutingStats:
 
 
 class Experts(nn.Module):
-    """E SwiGLU experts stored as stacked weights: gate_proj, up_proj (E, I, H); down_proj (E, H,
-    I)."""
+    """E SwiGLU experts as stacked weights: gate_proj, up_proj (E, I, H); down_proj (E, H, I)."""
 
     def __init__(self, num_experts: int, hidden: int, intermediate: int, act: str = "silu"):
         super().__init__()
@@ -76,7 +75,8 @@ class Experts(nn.Module):
         h = self.act(F.linear(x, self.gate_proj[e])) * F.linear(x, self.up_proj[e])   # (n, I)
         return F.linear(h, self.down_proj[e])                                          # (n, H)
 
-    def forward(self, x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, experts: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
         """x (N, H) token vectors; experts, weights (N, k) from the router. Returns (N, H).
 
         Expert by expert rather than token by token: each expert that some token chose runs once,
@@ -101,8 +101,7 @@ class Experts(nn.Module):
 
 
 def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool):
-    """Router decision from logits (N, E): (probs fp32 (N, E), weights (N, k) in logits' dtype,
-    experts (N, k)).
+    """Router decision from logits (N, E): probs fp32 (N, E), weights (N, k), experts (N, k).
 
     Softmax runs over all E experts before the top-k cut; with renormalisation the k kept
     probabilities are rescaled to sum to one, otherwise they keep their (smaller) softmax
@@ -170,7 +169,8 @@ def expert_usage(routing: list, token_mask: torch.Tensor | None = None) -> torch
         if r is None:
             rows.append(torch.zeros(first.num_experts))
             continue
-        n = r.experts.shape[0] * r.experts.shape[1] if token_mask is None else int(token_mask.sum())
+        B, T, _ = r.experts.shape
+        n = B * T if token_mask is None else int(token_mask.sum())
         rows.append(r.expert_counts(token_mask).float() / max(n, 1))
     return torch.stack(rows)
 
@@ -204,8 +204,7 @@ def explain_token(routing: list, layer: int, token: int, labels: list[str] | Non
 
 def load_balancing_loss(router_logits, num_experts: int, top_k: int,
                         attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Auxiliary loss that is smallest when tokens spread evenly over experts (HF
-    load_balancing_loss_func).
+    """Auxiliary loss, least when tokens spread evenly over experts (HF load_balancing_loss_func).
 
         f_e = share of (token, slot) assignments that went to expert e, times k
               (the fraction of tokens using e)

@@ -1,5 +1,4 @@
-"""Rotary position embedding (RoPE; Su et al. 2021, RoFormer), every form Qwen3-Omni uses, in one
-place.
+"""Rotary position embedding (RoPE; Su et al. 2021), every form Qwen3-Omni uses, in one place.
 
 A rotary embedding turns each pair of a query or key head by an angle that grows with the token's
 position, so that a query-key dot product depends only on their distance. The angle of pair i is
@@ -90,8 +89,7 @@ def vision_rotary(positions: torch.Tensor, head_dim: int, theta: float):
 # ---- 3-D: TM-RoPE ------------------------------------------------------------------------------
 
 def axis_of_pairs(num_pairs: int, mrope_section=DEFAULT_MROPE_SECTION) -> torch.Tensor:
-    """Which position axis (0 time, 1 height, 2 width) drives each of the head_dim/2 frequency
-    pairs. (d/2,)
+    """Which position axis (0 time, 1 height, 2 width) drives each frequency pair: (head_dim/2,).
 
     Height takes pairs 1, 4, 7, ... below 3 * section[1]; width takes 2, 5, 8, ... below 3 *
     section[2]; time takes the rest. Like HF we cut these strided ranges at the end of the head, so
@@ -137,8 +135,7 @@ class MultimodalRotary:
 # ---- position ids of text ----------------------------------------------------------------------
 
 def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch.Tensor:
-    """3-axis position ids of a text-only batch: (B, T) mask with 1 = real token -> (3, B, T)
-    int64.
+    """3-axis position ids of a text-only batch: mask (B, T), 1 = real -> (3, B, T) int64.
 
     Positions count real tokens only, so a left-padded row starts at 0 where its text starts,
     exactly as if it were alone. Padding positions get `pad_value`: 1 in HF's get_rope_index (the
@@ -155,8 +152,7 @@ def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch
 
 
 def arange_position_ids(batch: int, length: int, start: int = 0) -> torch.Tensor:
-    """Positions start .. start+length-1 on all three axes, for unpadded text: (3, batch,
-    length)."""
+    """Positions start .. start+length-1 on all three axes, unpadded text: (3, batch, length)."""
     return torch.arange(start, start + length).view(1, 1, -1).expand(3, batch, length)
 
 
@@ -285,7 +281,8 @@ def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tenso
                 kind = "video"
             else:
                 kind = "audio_in_video"
-            marks = 2 if kind == "audio_in_video" else 1   # <vision_start><audio_start>, both closed
+            # <vision_start><audio_start> open an audio-in-video run; both are closed after it.
+            marks = 2 if kind == "audio_in_video" else 1
             blocks.append(_run(marks, pos))
             pos += marks
             n_media = 0

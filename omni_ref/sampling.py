@@ -1,12 +1,12 @@
-"""Choosing the next token from the logits: the logits processors HF's generate applies, in HF's
-order.
+"""Choosing the next token from the logits: HF generate's logits processors, in HF's order.
 
     scores = logits of the last position, in fp32                        (B, V)
     1. repetition penalty   every id already in the sequence (prompt included) is made less likely:
                             a positive score is divided by the penalty, a negative one multiplied
     -- only when sampling (do_sample=True): --
     2. temperature          scores / T: T < 1 sharpens the distribution, T > 1 flattens it
-    3. top-k                keep the k highest scores (ties with the k-th are kept), the rest -> -inf
+    3. top-k                keep the k highest scores (ties with the k-th are kept), the rest
+                            -> -inf
     4. top-p (nucleus)      keep the smallest set of top tokens whose probability reaches p
     then: greedy = argmax of the scores; sampling = one draw from softmax(scores)
 
@@ -26,8 +26,7 @@ import torch
 
 @dataclass
 class SamplingOptions:
-    """HF generation options, by HF's names (the Thinker takes them prefixed: thinker_do_sample,
-    ...)."""
+    """HF generation options, by HF's names (prefixed for the Thinker: thinker_do_sample, ...)."""
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = 50
@@ -53,7 +52,8 @@ class SamplingOptions:
 
 # ---- the processors (each (B, V) -> (B, V), never in place) -------------------------------------
 
-def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
+                             penalty: float) -> torch.Tensor:
     """Scores of the ids present in input_ids (B, L) are divided (if > 0) or multiplied (if < 0) by
     `penalty`, once per id however often it occurs. Every id counts, left padding included, as in
     HF."""
@@ -67,7 +67,8 @@ def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def apply_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
-    kth = torch.topk(scores, min(top_k, scores.shape[-1]), dim=-1).values[..., -1:]   # (B, 1) k-th best score
+    k = min(top_k, scores.shape[-1])
+    kth = torch.topk(scores, k, dim=-1).values[..., -1:]        # (B, 1): the k-th best score
     return scores.masked_fill(scores < kth, float("-inf"))
 
 
@@ -83,9 +84,9 @@ def apply_top_p(scores: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1)
     return scores.masked_fill(drop, float("-inf"))
 
 
-def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
-    """All active processors in HF's order. scores (B, V) fp32 logits of the next position;
-    input_ids (B, L)."""
+def process_logits(scores: torch.Tensor, input_ids: torch.Tensor,
+                   opts: SamplingOptions) -> torch.Tensor:
+    """All active processors in HF's order: scores (B, V) fp32 next-token logits; ids (B, L)."""
     if opts.repetition_penalty != 1.0:
         scores = apply_repetition_penalty(scores, input_ids, opts.repetition_penalty)
     if opts.do_sample:
@@ -98,7 +99,8 @@ def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, opts: Sampling
     return scores
 
 
-def choose_next(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def choose_next(scores: torch.Tensor, do_sample: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, V) processed scores -> (B,) next token ids: argmax, or one multinomial draw from
     softmax(scores). Without a generator the draw uses torch's global RNG, as HF does (so
     torch.manual_seed reproduces HF)."""
@@ -127,7 +129,9 @@ class StopState:
 
     def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None):
         self.eos = eos_ids(eos_token_id)
-        self.pad = pad_token_id if pad_token_id is not None else (int(self.eos[0]) if self.eos is not None else None)
+        if pad_token_id is None and self.eos is not None:
+            pad_token_id = int(self.eos[0])
+        self.pad = pad_token_id
         self.unfinished = torch.ones(batch, dtype=torch.bool)
 
     def fill_finished(self, next_tokens: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ Thinker's states (`build_prompt`) and predicts the codebook-0 code of each frame
 the MTP module (code_predictor.py) fills in codebooks 1..N-1 of that frame. The next step's input
 is the sum of the frame's N code embeddings plus the next piece of the answer text:
 
-    prompt   [user turns] [assistant: role, 4 x tts_pad, tts_bos, first answer token] (build_prompt)
+    prompt   [user turns] [assistant: role, 4 x tts_pad, tts_bos, first answer token]
+             (build_prompt)
     step t   logits -> code 0 of frame t -> MTP -> codes 1..N-1 of frame t   (t = 0, 1, ...)
              next input = sum_j embed_j(code j of frame t) + trailing text t, where trailing text
              t is text_projection(answer token t + 2, counting from 1), then tts_eos, then tts_pad
@@ -175,8 +176,7 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
                  input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  sequences: torch.Tensor, passes: tuple, speaker_id: int,
                  thinker_eos_token_id=None) -> TalkerPrompt:
-    """The Talker's prompt from the Thinker's generation (HF
-    Qwen3OmniMoeForConditionalGeneration.generate).
+    """The Talker's prompt from the Thinker's generation (HF Qwen3OmniMoe...Generation.generate).
 
     input_ids (B, T) the Thinker's prompt; sequences (B, T + n) prompt + generated ids; passes: the
     hidden states of each Thinker forward pass, HF layout, (embeddings, layer outputs..., final
@@ -298,8 +298,7 @@ def _end_text_at_eos(trailing, generated, eos_token_id, tts_eos, tts_pad):
 def talker_position_ids(prompt: TalkerPrompt, cfg: TalkerConfig, image_grid_thw=None,
                         video_grid_thw=None, audio_feature_lengths=None,
                         video_second_per_grid=None) -> torch.Tensor:
-    """TM-RoPE positions (3, B, L) of the Talker prompt, read off its ids with the Talker config's
-    token ids.
+    """TM-RoPE positions (3, B, L) of the Talker prompt, from its ids and the Talker config's ids.
 
     As in HF: without media inputs, the count of real tokens (0 at padding); with audio lengths
     only, the same with 1 at padding (HF's get_rope_index text branch); with image / video grids,
@@ -337,8 +336,7 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
                     suppress_tokens=None, pad_token_id=None,
                     generator: torch.Generator | None = None,
                     output_logits: bool = False) -> TalkerGeneration:
-    """The Talker's decoding loop (HF: GenerationMixin._sample on the Talker with its
-    prepare_inputs_for_generation).
+    """The Talker's decoding loop (HF: GenerationMixin._sample with the Talker's own preparation).
 
     Each step: the last position's logits, suppressed ids set to -inf, then sampling.py's
     processors (repetition penalty over the codes chosen so far only: HF's Talker gets no

@@ -1,5 +1,4 @@
-"""The Thinker: audio and vision encoders feeding a 48-layer MoE text decoder that writes the
-answer.
+"""The Thinker: audio and vision encoders feeding the 48-layer MoE text decoder that answers.
 
 Qwen3-Omni report section 2.1. HF mirror: Qwen3OmniMoeThinkerForConditionalGeneration, whose
 checkpoint keys are `thinker.audio_tower.*`, `thinker.visual.*`, `thinker.model.*` (the text
@@ -13,7 +12,8 @@ One forward pass:
         video   vision(frame patches)    -> one vector per <|video_pad|>, plus deepstack features
     TM-RoPE position ids (rope.multimodal_position_ids) for the whole prompt
     N pre-norm layers (GQA attention with QK-norm, sparse MoE); after layer i < 3 the i-th
-    deepstack feature is added at the visual positions -> RMSNorm -> lm_head -> logits (B, T, vocab)
+    deepstack feature is added at the visual positions
+    -> RMSNorm -> lm_head -> logits (B, T, vocab)
 
 Placeholder ids in `input_ids` without media inputs are embedded like any other token, as HF does.
 """
@@ -56,8 +56,7 @@ class DecoderOutput:
 
 @dataclass
 class ThinkerOutput:
-    """HF's MoeCausalLMOutputWithPast fields we produce, plus `routing` (per-layer
-    RoutingStats)."""
+    """HF's MoeCausalLMOutputWithPast fields we produce, plus per-layer `routing` statistics."""
     logits: torch.Tensor                            # (B, T, vocab)
     past_key_values: KVCache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -206,8 +205,7 @@ class Thinker(nn.Module):
                              dec.routing, router_logits, aux_loss, loss)
 
     def prompt_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **media):
-        """TM-RoPE positions (3, B, T) of a prompt and the offsets (B, 1) decoding continues
-        from."""
+        """TM-RoPE positions (3, B, T) of a prompt, and the offsets (B, 1) decoding starts from."""
         audio_lengths = media.get("audio_feature_lengths")
         if media.get("feature_attention_mask") is not None:
             audio_lengths = media["feature_attention_mask"].sum(-1)
@@ -311,8 +309,7 @@ def token_modalities(input_ids: torch.Tensor, cfg: ThinkerConfig) -> dict[str, t
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
                    ignore_index: int = -100) -> torch.Tensor:
-    """Next-token cross-entropy: position t predicts labels[t + 1]; labels equal to -100 are
-    ignored (HF)."""
+    """Next-token cross-entropy: position t predicts labels[t + 1]; labels of -100 are ignored."""
     shifted = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]   # (B, T): each position's target
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
                            ignore_index=ignore_index)

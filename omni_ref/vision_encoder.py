@@ -1,5 +1,4 @@
-"""Vision tower: pixels -> patch tokens -> 2x2-merged tokens in the Thinker's width, plus deepstack
-features.
+"""Vision tower: pixels -> patch tokens -> 2x2-merged tokens in the Thinker's width, + deepstack.
 
 Qwen3-Omni report section 2.3 (vision encoder from Qwen3-VL, SigLIP2-So400M initialised). A Conv3d
 cuts (temporal_patch_size x patch x patch) tubes, learned absolute positions are interpolated to
@@ -54,7 +53,8 @@ def to_block_order(grid: torch.Tensor, merge: int) -> torch.Tensor:
     over blocks), and inside a block row-major over its merge x merge patches; the order of the
     processor's pixel rows."""
     h, w = grid.shape[:2]
-    blocks = grid.reshape(h // merge, merge, w // merge, merge, *grid.shape[2:])   # (H, m, W, m, ...)
+    rest = grid.shape[2:]
+    blocks = grid.reshape(h // merge, merge, w // merge, merge, *rest)      # (H, m, W, m, ...)
     return blocks.transpose(1, 2).reshape(h * w, *grid.shape[2:])                  # (H*W*m*m, ...)
 
 
@@ -70,7 +70,8 @@ def patch_positions(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
     return torch.cat(out).to(grid_thw.device)
 
 
-def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
+def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor,
+                           merge: int) -> torch.Tensor:
     """Learned absolute positions resized to every grid: (sum t*h*w, hidden).
 
     The table is a side x side grid of vectors (48 x 48 in the real model, trained at 768 px). For
@@ -82,7 +83,8 @@ def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor, merge: i
     square = table.T.reshape(1, -1, side, side)                           # (1, hidden, side, side)
     out = []
     for t, h, w in grid_thw.tolist():
-        grid = F.interpolate(square, size=(h, w), mode="bilinear", align_corners=True)   # (1, hidden, h, w)
+        grid = F.interpolate(square, size=(h, w), mode="bilinear",
+                             align_corners=True)                        # (1, hidden, h, w)
         out.append(to_block_order(grid[0].permute(1, 2, 0), merge).repeat(t, 1))  # (t*h*w, hidden)
     return torch.cat(out)
 
@@ -96,7 +98,8 @@ class PatchEmbed(nn.Module):
     def __init__(self, cfg: VisionEncoderConfig):
         super().__init__()
         self.patch = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
-        self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=self.patch[1:], stride=self.patch[1:],
+        self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=self.patch[1:],
+                              stride=self.patch[1:],
                               bias=True)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -113,9 +116,11 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)  # q, k and v in one matmul, split afterwards
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, frames: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                frames: list[int]) -> torch.Tensor:
         N, D = x.shape
-        q, k, v = self.qkv(x).view(N, 3, self.heads, -1).permute(1, 2, 0, 3)     # each (heads, N, head_dim)
+        qkv = self.qkv(x).view(N, 3, self.heads, -1)                  # (N, 3, heads, head_dim)
+        q, k, v = qkv.permute(1, 2, 0, 3)                             # each (heads, N, head_dim)
         q = apply_rotary(q[None], cos[None], sin[None])[0]
         k = apply_rotary(k[None], cos[None], sin[None])[0]
         out = segment_attention(q, k, v, frames)                             # (heads, N, head_dim)
@@ -151,8 +156,7 @@ class VisionBlock(nn.Module):
 
 
 class PatchMerger(nn.Module):
-    """2x2 neighbouring patches -> one token: LayerNorm, concat (4 * dim), Linear, GELU, Linear ->
-    out width.
+    """2x2 neighbouring patches -> one token: LayerNorm, concat (4 * dim), Linear, GELU, Linear.
 
     The final merger normalises each patch before concatenating; the deepstack mergers normalise
     after (`postshuffle`), over the concatenated 4 * dim vector, hence the different LayerNorm
@@ -166,7 +170,8 @@ class PatchMerger(nn.Module):
         self.ln_q = nn.LayerNorm(merged if postshuffle else cfg.hidden_size, eps=1e-6)
         # A ModuleList, not Sequential, to keep HF's key names mlp.0 / mlp.2 (index 1 is the
         # parameter-free GELU).
-        self.mlp = nn.ModuleList([nn.Linear(merged, merged), nn.GELU(), nn.Linear(merged, cfg.out_hidden_size)])
+        self.mlp = nn.ModuleList([nn.Linear(merged, merged), nn.GELU(),
+                                  nn.Linear(merged, cfg.out_hidden_size)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Block-ordered rows make each group of merge^2 consecutive patches one token: a reshape,
@@ -199,12 +204,14 @@ class VisionEncoder(nn.Module):
         self.pos_embed = nn.Embedding(cfg.num_position_embeddings, cfg.hidden_size)
         self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
         self.merger = PatchMerger(cfg, postshuffle=False)
-        self.merger_list = nn.ModuleList(PatchMerger(cfg, postshuffle=True) for _ in cfg.deepstack_visual_indexes)
+        self.merger_list = nn.ModuleList(PatchMerger(cfg, postshuffle=True)
+                                         for _ in cfg.deepstack_visual_indexes)
 
     def _check(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> None:
         cfg, m = self.config, self.config.spatial_merge_size
         row = cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size ** 2
-        if grid_thw.dim() != 2 or grid_thw.shape[1] != 3 or grid_thw.shape[0] == 0 or grid_thw.is_floating_point():
+        if (grid_thw.dim() != 2 or grid_thw.shape[1] != 3 or grid_thw.shape[0] == 0
+                or grid_thw.is_floating_point()):
             raise ValueError(f"grid_thw has shape {tuple(grid_thw.shape)} ({grid_thw.dtype}); "
                              "expected an integer (num_images, 3) tensor of (t, h, w) patch "
                              "counts, one row per image or video")
@@ -229,8 +236,7 @@ class VisionEncoder(nn.Module):
                              "the grid_thw that came with these pixels")
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> VisionOutput:
-        """pixel_values (patches, C * tp * p * p), grid_thw (num_images, 3) -> VisionOutput (see
-        its docstring)."""
+        """pixel_values (patches, C * tp * p * p), grid_thw (num_images, 3) -> VisionOutput."""
         cfg, m = self.config, self.config.spatial_merge_size
         grid_thw = torch.as_tensor(grid_thw)
         self._check(pixel_values, grid_thw)

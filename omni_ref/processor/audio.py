@@ -5,7 +5,8 @@ Supervision", section 2.2), which Qwen3-Omni's AuT encoder keeps (Qwen3-Omni Tec
 arXiv 2509.17765, section 2.2):
 
     16 kHz samples -> frames of 400 samples (25 ms) every 160 samples (10 ms), Hann window
-                   -> power spectrum |FFT|^2 (201 bins) -> 128 mel filters (Slaney scale, area-normalised, 0-8 kHz)
+                   -> power spectrum |FFT|^2 (201 bins)
+                   -> 128 mel filters (Slaney scale, area-normalised, 0-8 kHz)
                    -> log10, floored 8 decades below the loudest value, scaled by (x + 4) / 4
 
 so one second of sound is 100 feature frames of 128 numbers. The encoder then makes one token per 8
@@ -44,8 +45,7 @@ class AudioSettings:
 
 # --------------------------------------------------------------------------------- mel filter bank
 def hertz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above (27 mel per
-    factor 6.4)."""
+    """Slaney's mel scale: linear below 1 kHz (3 mel / 200 Hz), logarithmic above (27 / 6.4x)."""
     hz = np.asarray(hz, dtype=np.float64)
     log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) * (27.0 / np.log(6.4))
     return np.where(hz >= 1000.0, log_part, 3.0 * hz / 200.0)
@@ -58,15 +58,15 @@ def mel_to_hertz(mel: np.ndarray) -> np.ndarray:
 
 
 def mel_filter_bank(s: AudioSettings, max_hz: float = 8000.0) -> np.ndarray:
-    """(n_fft // 2 + 1, n_mels) float64 triangles, evenly spaced in mel, each scaled to unit area
-    (Slaney norm)."""
+    """(n_fft // 2 + 1, n_mels) float64 triangles, even in mel, of unit area (Slaney norm)."""
     bin_hz = np.linspace(0, s.sampling_rate // 2, s.n_fft // 2 + 1)                       # (201,)
     edges = mel_to_hertz(np.linspace(hertz_to_mel(0.0), hertz_to_mel(max_hz), s.feature_size + 2))
     left, centre, right = edges[:-2], edges[1:-1], edges[2:]                          # (128,) each
     rising = (bin_hz[:, None] - left) / (centre - left)                                # (201, 128)
     falling = (right - bin_hz[:, None]) / (right - centre)
     triangles = np.maximum(0.0, np.minimum(rising, falling))
-    return triangles * (2.0 / (right - left))  # wide (high) filters get lower peaks: equal energy per band
+    # Wide (high) filters get lower peaks: equal energy per band.
+    return triangles * (2.0 / (right - left))
 
 
 # ---------------------------------------------------------------------------------------- features

@@ -1,17 +1,18 @@
-"""Chat messages -> the prompt string, and the media they carry, in the order the placeholders will
-appear.
+"""Chat messages -> the prompt string, and the media they carry in the placeholders' order.
 
 A conversation is a list of messages {"role": ..., "content": ...}; content is a string or a list
 of parts:
 
     {"type": "text",  "text": "What is in the picture?"}
-    {"type": "image", "image": "data/image.png"}          # or a PIL image, a uint8 array; key "path" / "url" too
-    {"type": "video", "video": "data/video"}              # a frame folder, frames array or list of frames
-    {"type": "audio", "audio": "data/speech.wav"}         # or a 1-D float array at 16 kHz
+    {"type": "image", "image": "data/image.png"}   # or a PIL image, a uint8 array; "path" / "url"
+    {"type": "video", "video": "data/video"}       # a frame folder, frames array or list of frames
+    {"type": "audio", "audio": "data/speech.wav"}  # or a 1-D float array at 16 kHz
 
-The checkpoint's Jinja chat template (chat_template.jinja) turns the conversation into ChatML text:
+The checkpoint's Jinja chat template (chat_template.jinja) turns the conversation into ChatML text
+(one line, broken here to fit):
 
-    <|im_start|>user\\nWhat is in the picture?<|vision_start|><|image_pad|><|vision_end|><|im_end|>\\n<|im_start|>assistant\\n
+    <|im_start|>user\\nWhat is in the picture?<|vision_start|><|image_pad|><|vision_end|>
+    <|im_end|>\\n<|im_start|>assistant\\n
 
 It is rendered the way HF renders it (a sandboxed Jinja environment that trims block whitespace,
 with `tojson` and `raise_exception` available), and sees only plain data: a picture object is shown
@@ -33,8 +34,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .media import ProcessorError
 
 PART_TYPES = ("text", "image", "video", "audio")
-REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")   # names a message's reasoning comes under
-MEDIA_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path"), "audio": ("audio", "url", "path")}
+# The keys a message's reasoning may come under.
+REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+MEDIA_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path"),
+              "audio": ("audio", "url", "path")}
 
 
 def _raise(message: str):
@@ -42,10 +45,14 @@ def _raise(message: str):
 
 
 def compile_template(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
     # json.dumps without Jinja's HTML escaping, so "<" stays "<" in tool schemas
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = _raise
     return env.from_string(source)
 
@@ -99,8 +106,7 @@ def normalize_conversations(conversation) -> tuple[list[list[dict]], bool]:
 
 
 def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str, object]]:
-    """The media parts of one conversation in reading order, as (kind, value); checks every part's
-    type."""
+    """The media parts of one conversation in reading order as (kind, value); checks part types."""
     found = []
     for m, message in enumerate(conversation):
         content = message.get("content")
@@ -127,8 +133,7 @@ def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str
 
 def render(template: jinja2.Template, conversations: list[list[dict]], add_generation_prompt: bool,
            tools=None, documents=None, **variables) -> list[str]:
-    """Render each conversation with the chat template (special tokens like eos_token come in
-    `variables`)."""
+    """Render each conversation with the template (special tokens like eos_token: `variables`)."""
     return [template.render(messages=plain(chat), tools=plain(tools), documents=plain(documents),
                             add_generation_prompt=add_generation_prompt, **plain(variables))
             for chat in conversations]

@@ -5,7 +5,7 @@ Every later stage of the processor works on three kinds of array:
 
     audio  float32 (samples,)            mono, at the model's sampling rate (16 kHz for Qwen3-Omni)
     image  uint8   (height, width, 3)    RGB
-    video  uint8   (frames, height, width, 3) plus its frame rate and, if it has one, its sound track
+    video  uint8   (frames, height, width, 3) plus its frame rate and, if it has one, its sound
 
 HF accepts the same inputs (paths, numpy arrays, PIL images, lists of frames) in
 `Qwen3OmniMoeProcessor` and decodes files with torchvision / soundfile; here PIL and soundfile do
@@ -41,11 +41,10 @@ class MediaNotFoundError(ProcessorError, FileNotFoundError):
 
 @dataclass
 class Video:
-    """Decoded video: frames (T, H, W, 3) uint8, the rate they were recorded at (None if unknown),
-    and its sound."""
+    """Decoded video: frames (T, H, W, 3) uint8, their rate (None if unknown), and its sound."""
     frames: np.ndarray
     fps: float | None = None
-    audio: np.ndarray | None = None  # float32 (samples,) at the model's rate, or None for a silent video
+    audio: np.ndarray | None = None  # float32 (samples,) at the model's rate; None if silent
 
 
 def _existing_path(source, what: str) -> Path:
@@ -66,8 +65,7 @@ def _is_path(x) -> bool:
 
 # ------------------------------------------------------------------------------------------- audio
 def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
-    """A path to a sound file, or a 1-D array / tensor / list of floats -> float32 (samples,) at
-    `sampling_rate`."""
+    """A sound file path, or a 1-D array / tensor / list of floats -> float32 (samples,)."""
     if _is_path(source):
         path = _existing_path(source, what)
         wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
@@ -148,7 +146,8 @@ def _video_folder(path: Path, sampling_rate: int) -> Video:
                              "named so that they sort in time order (0000.jpg, 0001.jpg, ...).")
     frames = _stack_frames([load_image(p, what="video frame") for p in names], os.fspath(path))
     audio_path = path / meta.get("audio", "audio.wav")
-    audio = load_audio(audio_path, sampling_rate, what="video sound track") if audio_path.is_file() else None
+    audio = load_audio(audio_path, sampling_rate,
+                       what="video sound track") if audio_path.is_file() else None
     return Video(frames, meta.get("fps"), audio)
 
 
@@ -161,18 +160,18 @@ def _stack_frames(frames: list[np.ndarray], name: str) -> np.ndarray:
 
 
 def load_video(source, sampling_rate: int, what: str = "video") -> Video:
-    """A frame folder, a uint8 array (T, H, W, 3), a list of frames (paths, PIL images or arrays)
-    or a Video."""
+    """A frame folder, uint8 array (T, H, W, 3), list of frames (paths, images, arrays), Video."""
     if isinstance(source, Video):
         video = source
     elif _is_path(source):
         path = _existing_path(source, what)
         if not path.is_dir():
             raise ProcessorError(
-                f"{what} {os.fspath(source)!r} is a file; decoding video files needs ffmpeg, which omni-ref does not "
-                f"use. Extract the frames and sound once (e.g. `ffmpeg -i clip.mp4 -vf fps=4 frames/%04d.jpg` and "
-                f"`ffmpeg -i clip.mp4 -ac 1 -ar {sampling_rate} audio.wav`) into a folder with a meta.json "
-                f'{{"fps": 4}}, and pass the folder (data/video/ is an example).')
+                f"{what} {os.fspath(source)!r} is a file; decoding video files needs ffmpeg, "
+                f"which omni-ref does not use. Extract the frames and sound once (e.g. "
+                f"`ffmpeg -i clip.mp4 -vf fps=4 frames/%04d.jpg` and "
+                f"`ffmpeg -i clip.mp4 -ac 1 -ar {sampling_rate} audio.wav`) into a folder with a "
+                f'meta.json {{"fps": 4}}, and pass the folder (data/video/ is an example).')
         video = _video_folder(path, sampling_rate)
     elif isinstance(source, (list, tuple)):
         if len(source) == 0:

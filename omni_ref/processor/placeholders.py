@@ -4,13 +4,14 @@ them one for one.
 
     image  <|vision_start|><|image_pad|><|vision_end|>  ->  <|image_pad|> x (t * h * w / merge^2)
     video  <|vision_start|><|video_pad|><|vision_end|>  ->  <|video_pad|> x (t * h * w / merge^2)
-    audio  <|audio_start|><|audio_pad|><|audio_end|>    ->  <|audio_pad|> x audio_token_count(frames)
+    audio  <|audio_start|><|audio_pad|><|audio_end|>    ->  <|audio_pad|> x audio_token_count(n)
 
 With `use_audio_in_video`, a video's own sound is woven into its pad tokens in time order, so that
 the model reads picture and sound of the same moment next to each other (Qwen3-Omni Technical
 Report, arXiv 2509.17765, section 2.4 "TM-RoPE", and figure 3): the video pad becomes
 
-    <|audio_start|> [video tokens of frame pair 0] [audio tokens up to frame pair 1] [video tokens of pair 1] ... <|audio_end|>
+    <|audio_start|> [video tokens of frame pair 0] [audio tokens up to frame pair 1]
+                    [video tokens of pair 1] ... <|audio_end|>
 
 inside the <|vision_start|> ... <|vision_end|> the template wrote. Time is counted in rotary
 position ids: an audio token is one position (position_id_per_seconds = 13 of them per second), and
@@ -35,11 +36,11 @@ def vision_token_count(grid: tuple[int, int, int], merge_size: int) -> int:
 
 def interleave_video_audio(grid: tuple[int, int, int], merge_size: int, seconds_per_grid: float,
                            position_id_per_seconds: float, num_audio: int) -> list[str]:
-    """The order of a video's tokens ("video") and its sound's tokens ("audio") when woven together
-    by time."""
+    """The order of a video's tokens ("video") and its sound's ("audio") when woven by time."""
     t, h, w = grid
     per_frame_pair = (h // merge_size) * (w // merge_size)
-    video_times = [k * seconds_per_grid * position_id_per_seconds for k in range(t) for _ in range(per_frame_pair)]
+    video_times = [k * seconds_per_grid * position_id_per_seconds
+                   for k in range(t) for _ in range(per_frame_pair)]
     audio_times = range(num_audio)                       # audio token j sits at position j
     order, v, a = [], 0, 0
     while v < len(video_times) and a < len(audio_times):
@@ -58,8 +59,7 @@ PLACEHOLDERS = {"image": "<|vision_start|><|image_pad|><|vision_end|>",
 
 
 def check_counts(texts: list[str], tokens: dict[str, str], given: dict[str, int]) -> None:
-    """Every picture / video / sound needs exactly one placeholder in the text, and the other way
-    round."""
+    """Every picture / video / sound needs exactly one placeholder in the text, and vice versa."""
     for kind, count in given.items():
         in_text = sum(t.count(tokens[kind]) for t in texts)
         if in_text != count:
@@ -71,9 +71,9 @@ def check_counts(texts: list[str], tokens: dict[str, str], given: dict[str, int]
                 f"part): add or remove placeholders, or pass matching {kind} inputs.")
 
 
-def assign_sound_tracks(texts: list[str], tokens: dict[str, str], own_tracks: list, audio: list, indices=None):
-    """With use_audio_in_video: all sounds in reading order ("slots"), and for each video the slot
-    of its track.
+def assign_sound_tracks(texts: list[str], tokens: dict[str, str], own_tracks: list, audio: list,
+                        indices=None):
+    """With use_audio_in_video: all sounds in reading order ("slots"), and each video's slot.
 
     `indices` (HF's audio_from_video_indices) says for each slot where its sound comes from: None
     for a standalone sound (one with its own <|audio_pad|>), i for video i. Without it, the order
@@ -111,10 +111,11 @@ def assign_sound_tracks(texts: list[str], tokens: dict[str, str], own_tracks: li
     return slots, video_to_slot
 
 
-def expand(texts: list[str], replacements: dict[str, list[str]], tokens: dict[str, str]) -> list[str]:
-    """Replace the n-th placeholder of each kind, counted over the whole batch in order, by its
-    n-th replacement."""
-    pattern = re.compile("|".join(re.escape(tokens[k]) for k in replacements if replacements[k]) or r"(?!)")
+def expand(texts: list[str], replacements: dict[str, list[str]],
+           tokens: dict[str, str]) -> list[str]:
+    """Replace the n-th placeholder of a kind (counted over the batch) by its n-th replacement."""
+    used = "|".join(re.escape(tokens[k]) for k in replacements if replacements[k])
+    pattern = re.compile(used or r"(?!)")           # (?!) matches nothing: no placeholder to fill
     kind_of = {tokens[k]: k for k in replacements}
     queues = {k: iter(v) for k, v in replacements.items()}
     return [pattern.sub(lambda m: next(queues[kind_of[m.group(0)]]), text) for text in texts]

@@ -29,7 +29,8 @@ def thinker_trace(thinker, **inputs) -> dict:
     of (B, T, H)), experts (per layer: (B*T, k) chosen experts, None for a dense layer) and logits
     (B, T, V)."""
     out = thinker(**inputs, output_hidden_states=True, use_cache=False)
-    experts = [None if r is None else r.experts.reshape(-1, r.experts.shape[-1]) for r in out.routing]
+    experts = [None if r is None else r.experts.reshape(-1, r.experts.shape[-1])
+               for r in out.routing]
     return {"hidden_states": [h.detach() for h in out.hidden_states], "experts": experts,
             "logits": out.logits.detach()}
 
@@ -47,7 +48,8 @@ def layer_diff_report(ours: dict, theirs: dict, atol: float = 1e-5) -> list[str]
     def line(name, a, b, experts_ok=True, experts_note=""):
         diff = (a.double() - b.double()).abs().max().item()
         tag = "[OK]  " if diff <= atol and experts_ok else "[DIFF]"
-        lines.append(f"{tag} {name:<22}max |diff| {diff:.1e}" + (f"   {experts_note}" if experts_note else ""))
+        note = f"   {experts_note}" if experts_note else ""
+        lines.append(f"{tag} {name:<22}max |diff| {diff:.1e}{note}")
 
     line("embeddings", hs_a[0], hs_b[0])
     for i in range(n_layers):
@@ -58,7 +60,8 @@ def layer_diff_report(ours: dict, theirs: dict, atol: float = 1e-5) -> list[str]
                 ok, note = False, "experts: only one side routes here"
             else:
                 same = (ea == eb).all(dim=-1)          # (tokens,) same k experts in the same order
-                ok, note = bool(same.all()), f"experts equal for {int(same.sum())}/{same.numel()} tokens"
+                ok = bool(same.all())
+                note = f"experts equal for {int(same.sum())}/{same.numel()} tokens"
         name = f"layer {i}" + (" + final norm" if i == n_layers - 1 else "")
         line(name, hs_a[i + 1], hs_b[i + 1], ok, note)
     line("logits", ours["logits"], theirs["logits"])
@@ -77,8 +80,7 @@ def parameter_bytes(module) -> int:
 
 
 def rss_bytes() -> int:
-    """Resident memory of this process that is its own (anonymous: tensors, Python objects), in
-    bytes.
+    """This process's own resident memory (anonymous: tensors, Python objects), in bytes.
 
     Linux /proc/self/statm: resident minus shared pages, so that checkpoint files the loader maps
     into memory (page cache, given back under pressure) do not count. Elsewhere: the peak RSS from
@@ -102,13 +104,16 @@ def measure_load_rss(checkpoint_dir, loads=(("thinker",), None)) -> list[dict]:
     import json
     import subprocess
     import sys
-    script = ("import json, sys; import omni_ref; from omni_ref.tools import debug; keep = "
-              "[omni_ref.load(sys.argv[1], components=['thinker'])]; out = []\nfor comps in "
-              "json.loads(sys.argv[2]):\n    before = debug.rss_bytes(); "
-              "keep.append(omni_ref.load(sys.argv[1], components=comps))\n    "
-              "out.append({'components': comps, 'before': before, 'after': debug.rss_bytes(),\n   "
-              "             'parameters': "
-              "debug.parameter_bytes(keep[-1])})\nprint(json.dumps(out))")
-    done = subprocess.run([sys.executable, "-c", script, os.fspath(checkpoint_dir), json.dumps(list(loads))],
+    script = ("import json, sys; import omni_ref; from omni_ref.tools import debug; "
+              "keep = [omni_ref.load(sys.argv[1], components=['thinker'])]; out = []\n"
+              "for comps in json.loads(sys.argv[2]):\n"
+              "    before = debug.rss_bytes()\n"
+              "    keep.append(omni_ref.load(sys.argv[1], components=comps))\n"
+              "    out.append({'components': comps, 'before': before, "
+              "'after': debug.rss_bytes(),\n"
+              "                'parameters': debug.parameter_bytes(keep[-1])})\n"
+              "print(json.dumps(out))")
+    command = [sys.executable, "-c", script, os.fspath(checkpoint_dir), json.dumps(list(loads))]
+    done = subprocess.run(command,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,12 +1,12 @@
-"""`make demo`: the main job, end to end on the sample inputs, with stage timings and a parity
-verdict.
+"""`make demo`: the main job end to end on the sample inputs, with stage timings and parity.
 
     checkpoint   write the random-weight demo checkpoint (first run only) and load it
     processor    two chats: one with the sample image and video, one with the sample speech clip
                  -> token ids, patches, log-mel
     thinker      greedy decoding of each answer's text
     talker       codec codes for each answer, and Code2Wav -> 24 kHz wavs in out/demo_<request>.wav
-    parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within 1e-5
+    parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within
+                 1e-5
 
 (Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or
 video, its Talker crashes on it, so there would be nothing to compare with.)
@@ -56,7 +56,8 @@ def _table(title, rows):
 
 def sample_chats() -> dict[str, list]:
     """The sample chats of the demo (and of `make bench`): name -> messages."""
-    system = {"role": "system", "content": [{"type": "text", "text": "You are a helpful assistant."}]}
+    system = {"role": "system",
+              "content": [{"type": "text", "text": "You are a helpful assistant."}]}
     return {
         "see": [system, {"role": "user", "content": [
             {"type": "image", "image": str(DATA / "image.png")},
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
         inputs = st.run(f"{name}: processor", lambda: processor.apply_chat_template(
             msgs, add_generation_prompt=True, tokenize=True, return_dict=True, fps=2.0))
         ids = inputs["input_ids"][0]
-        counts = {k: int((ids == getattr(cfg, f"{k}_token_id")).sum()) for k in ("audio", "image", "video")}
+        counts = {k: int((ids == getattr(cfg, f"{k}_token_id")).sum())
+                  for k in ("audio", "image", "video")}
         parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         print(f"             prompt: {ids.numel()} tokens, of which {parts}")
         with torch.no_grad():
@@ -129,8 +131,9 @@ def main(argv=None) -> int:
                   f"out/demo_{name}.wav")
         if twin is not None:
             with torch.no_grad():
-                hf_ids, hf_wav = st.run(f"{name}: HF generate, same options",
-                                        lambda: _hf_generate(twin, inputs, wav is not None, args, eos))
+                hf_ids, hf_wav = st.run(
+                    f"{name}: HF generate, same options",
+                    lambda: _hf_generate(twin, inputs, wav is not None, args, eos))
             hf_s += st.seconds[f"{name}: HF generate, same options"]
             if not torch.equal(hf_ids, text_ids):
                 problems.append(f"{name}: text tokens differ")
