@@ -6,6 +6,7 @@ and offers the helpers that tests and notebooks share to compare the two.
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import warnings
@@ -18,6 +19,9 @@ from transformers.utils import logging as hf_logging
 
 from .checkpoint import _weight_map
 from .config import OmniConfig
+from .model import init_random_weights
+from .presets import config_dict
+from .tools import debug
 
 # HF warns that it does not know the multimodal rotary keys (mrope_section, interleaved) of a
 # default rope; they are read by the Qwen3-Omni code itself, so the warning is noise for our
@@ -128,10 +132,6 @@ def write_hf_test_checkpoint(out_dir, seed: int = 0) -> str:
     keys that no Qwen3-Omni class reads (text_config max_window_layers / use_sliding_window,
     vision_config embed_dim / mlp_ratio); config.py ignores them.
     """
-    import copy
-
-    from .model import init_random_weights
-    from .presets import config_dict
     tiny = config_dict("tiny")
     talker = copy.deepcopy(tiny["talker_config"])
     talker["thinker_hidden_size"] = HF_TEST_THINKER_CONFIG["text_config"]["hidden_size"]
@@ -174,7 +174,6 @@ def hf_thinker_trace(model, **inputs) -> dict:
 def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str]:
     """The per-layer diff report (debug.layer_diff_report) of our Thinker against HF's on the same
     inputs. ours, theirs: the Thinker or the whole model of each side."""
-    from .tools import debug
     ours = ours.thinker if hasattr(ours, "thinker") else ours
     return debug.layer_diff_report(debug.thinker_trace(ours, **inputs),
                                    hf_thinker_trace(theirs, **inputs), atol)

@@ -16,7 +16,10 @@ the final norm), so no hooks are needed. The HF side of a trace is made by `hf.h
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -101,9 +104,6 @@ def measure_load_rss(checkpoint_dir, loads=(("thinker",), None)) -> list[dict]:
     load's own cost. A fresh process matters: in a long-lived one, memory freed earlier is reused
     and a new model can appear to cost nothing; a warm-up load first pays one-time costs (lazy
     library initialisation, allocator pools) outside the measurement."""
-    import json
-    import subprocess
-    import sys
     script = ("import json, sys; import omni_ref; from omni_ref.tools import debug; "
               "keep = [omni_ref.load(sys.argv[1], components=['thinker'])]; out = []\n"
               "for comps in json.loads(sys.argv[2]):\n"

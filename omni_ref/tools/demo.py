@@ -21,6 +21,7 @@ import argparse
 import os
 import time
 
+import soundfile as sf
 import torch
 
 from .. import presets
@@ -123,7 +124,6 @@ def main(argv=None) -> int:
         n_new = text_ids.shape[1] - ids.numel()
         print(f"             answer ({n_new} tokens, random weights): {answer[:80]!r}")
         if wav is not None:
-            import soundfile as sf
             OUT.mkdir(exist_ok=True)
             samples = wav.reshape(-1).float().numpy()
             sf.write(OUT / f"demo_{name}.wav", samples, 24000)
