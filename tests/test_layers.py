@@ -25,7 +25,8 @@ def _run_ours(model, cfg, x, padding=None, cache=None):
 
 
 @pytest.fixture(scope="module")
-def pair():
+def predictor_models():
+    """(the demo code predictor's config, our CodePredictorModel, HF's), sharing seeded weights."""
     cfg = omni_ref.presets.config("demo").talker_config.code_predictor_config
     torch.manual_seed(0)
     theirs = hf.Qwen3OmniMoeForConditionalGeneration(hf.hf_config(omni_ref.presets.config("demo"))).talker \
@@ -37,8 +38,8 @@ def pair():
     return cfg, ours.eval(), theirs
 
 
-def test_decoder_stack_matches_hf(pair):
-    cfg, ours, theirs = pair
+def test_decoder_stack_equal_hf(predictor_models):
+    cfg, ours, theirs = predictor_models
     x = torch.randn(2, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = theirs(inputs_embeds=x).last_hidden_state
@@ -46,8 +47,8 @@ def test_decoder_stack_matches_hf(pair):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_left_padding_matches_hf(pair):
-    cfg, ours, theirs = pair
+def test_left_padding_equal_hf(predictor_models):
+    cfg, ours, theirs = predictor_models
     x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
     padding = torch.ones(2, 9, dtype=torch.long)
     padding[1, :3] = 0                                    # second row: 3 pad positions on the left
@@ -64,8 +65,8 @@ def test_left_padding_matches_hf(pair):
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=0)
 
 
-def test_kv_cache_decoding_equals_full_forward(pair):
-    cfg, ours, _ = pair
+def test_kv_cache_decoding_equals_full_forward(predictor_models):
+    cfg, ours, _ = predictor_models
     x = torch.randn(1, 10, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = _run_ours(ours, cfg, x)
