@@ -42,8 +42,32 @@ def test_step_clock_stamps_every_pass_and_every_inner_call():
     assert len(clock.passes) == 3 and len(clock.inner_calls) == 2
     assert clock.start <= clock.passes[0] <= clock.inner_calls[0][0] <= clock.inner_calls[0][1] <= clock.passes[1]
     assert clock.passes[-1] <= clock.end
-    assert "generate" not in vars(inner) and not toy._forward_pre_hooks      # both put back
+    assert len(clock.pass_ends) == 3 and all(a <= b for a, b in zip(clock.passes, clock.pass_ends))
+    assert "generate" not in vars(inner) and not toy._forward_pre_hooks and not toy._forward_hooks   # put back
     assert clock.run(lambda: toy(torch.zeros(1))).item() == 1 and len(clock.passes) == 1   # a fresh record
+
+
+def test_stage_timeline_reads_one_call():
+    class Vocoder:
+        def chunked_decode(self, codes):
+            return codes * 0
+
+    class Model:                    # the three parts generate calls, in its order
+        thinker, talker, code2wav = Toy(), Toy(), Vocoder()
+
+    m = Model()
+
+    def generate():
+        x = m.thinker(m.thinker(m.thinker(torch.zeros(1))))       # prefill + 2 decode passes
+        for _ in range(4):
+            x = m.talker(x)
+        return m.code2wav.chunked_decode(x)
+    out, t = bench.stage_timeline(m, generate)
+    assert out.item() == 0
+    assert set(t) == {"thinker_prefill", "thinker_decode", "talker_prompt", "talker_and_mtp", "code2wav", "total"}
+    assert all(v >= 0 for v in t.values())
+    assert sum(v for k, v in t.items() if k != "total") <= t["total"]
+    assert "chunked_decode" not in vars(m.code2wav)
 
 
 def fake_clock(start, passes, end, inner=()):

@@ -108,7 +108,8 @@ def test_modality_routing_gives_f_and_p_of_each_modality(tiny_thinker):
     k = tiny_thinker.config.text_config.num_experts_per_tok
     E = tiny_thinker.config.text_config.num_experts
     assert set(stats) == {"a", "b"}                                        # empty modalities are left out
-    for share, prob in stats.values():
+    assert stats["a"].tokens == 6 and stats["b"].tokens == 8
+    for share, prob, _ in stats.values():
         assert share.shape == prob.shape == (E,)
         assert abs(float(share.sum()) - k) < 1e-5 and abs(float(prob.sum()) - 1) < 1e-5
     # over all tokens of one layer, E * sum f_e P_e is that layer's load-balancing loss
@@ -128,7 +129,7 @@ def test_routing_and_sampling_figures_draw(tiny_thinker):
     k = tiny_thinker.config.text_config.num_experts_per_tok
     masks = {"text": torch.ones(1, 6, dtype=torch.bool)}
     figs = [plots.plot_router_token(out.routing[0].router_probs[0, 0], k),
-            plots.plot_expert_share({"tiny": plots.modality_routing(out.routing, masks, 0)}, k),
+            plots.plot_expert_share({"tiny": plots.modality_routing(out.routing, masks, 0)}),
             plots.plot_sampling_filters({"logits": out.logits[0, -1]}, top_k=5)]
     trace = []
     thinker_generate(tiny_thinker, ids, max_new_tokens=3, trace=trace)
@@ -178,6 +179,51 @@ def test_architecture_and_timing_figures_draw():
     figs = [plots.plot_architecture(presets.config("real")),
             plots.plot_parameter_sizes(latency.module_sizes(presets.build_meta("tiny"))),
             plots.plot_stage_times(stages), plots.plot_step_times(steps)]
+    assert all(f.axes for f in figs)
+    for f in figs:
+        plt.close(f)
+
+
+# ---- notebooks 01 and 02 (issue 9): AuT's conv reach, the position grid, the log-mel and token-cost figures ----
+
+def test_conv_reach_is_the_window_of_three_stride_2_convolutions(tiny_thinker):
+    reach = plots.conv_reach(tiny_thinker.audio_tower, 100)                 # (frames, steps)
+    frame, step = torch.arange(100)[:, None], torch.arange(13)[None, :]
+    assert torch.equal(reach, (frame >= 8 * step - 7) & (frame <= 8 * step + 7))
+    assert plots.conv_reach(tiny_thinker.audio_tower, 43).shape == (43, 6)
+
+
+def test_attention_window_figure_draws_no_bar_where_nothing_changed():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    response = torch.zeros(20)
+    response[:8] = torch.linspace(0.1, 1.0, 8)                             # window 0 partly, window 1 not at all
+    fig = plots.plot_attention_windows([10, 10], [5, 5, 5, 5], response=response)
+    bottom = fig.axes[1]
+    assert len(bottom.patches) == 8                                        # one bar per changed token, no floor bars
+    assert [t.get_text() for t in bottom.texts] == ["0 exactly:\nno token changed"]   # only window 1 is unchanged
+    plt.close(fig)
+
+
+def test_processor_and_position_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from omni_ref.processor.audio import AudioSettings, mel_filter_bank
+    T = 7
+    positions = torch.tensor([[0, 1, 2, 2, 2, 2, 4], [0, 1, 2, 2, 3, 3, 4], [0, 1, 2, 3, 2, 3, 4]])
+    image = torch.tensor([0, 0, 1, 1, 1, 1, 0], dtype=torch.bool)
+    fig = plots.plot_position_grid(positions, {"text": ~image, "image": image}, [str(i) for i in range(T)])
+    assert len(fig.axes[0].texts) == 3 * T and len(fig.axes[0].lines) == 2   # every id written; run start and end
+    filters = mel_filter_bank(AudioSettings())
+    power = np.abs(np.random.default_rng(0).normal(size=201)) ** 2
+    mel = filters.T @ power
+    log_spec = np.maximum(np.log10(mel), np.log10(mel).max() - 8)
+    figs = [fig, plots.plot_mel_steps(np.linspace(0, 8000, 201), filters, power, mel, log_spec,
+                                      float(log_spec.min()), frame=3),
+            plots.plot_token_costs(np.arange(0, 2, 0.1), list(range(20)), [100, 1000], {"square": [9, 900]}, 12544)]
     assert all(f.axes for f in figs)
     for f in figs:
         plt.close(f)

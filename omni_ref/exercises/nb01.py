@@ -3,14 +3,13 @@
     01.1  predict: how many audio tokens do 7.3 s and 7.1 s of speech make?
     01.2  predict: how many tokens do a 640x480 and a 1000x750 picture cost?
     01.3  implement: the audio token count straight from the number of samples
-    01.4  implement: the log, the floor and the scale that turn mel energies into features
+    01.4  predict: the feature value of silence, from the log, the floor and the scale
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from . import call, exercise, number
 
@@ -124,48 +123,27 @@ def _audio_tokens_fn(fn):
 
 # ---- 01.4 ------------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _mel_case():
-    """A wave with a tone, a chirp and silence; its mel energies (n_mels, frames) and omni_ref's features."""
-    from ..processor.audio import AudioSettings, log_mel, mel_filter_bank
-    s = AudioSettings()
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    wave = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros(SAMPLE_RATE // 2),
-                           0.1 * np.sin(2 * np.pi * (200 + 3000 * t) * t)]).astype(np.float32)
-    spectrum = torch.stft(torch.from_numpy(wave), s.n_fft, s.hop_length, window=torch.hann_window(s.n_fft),
-                          return_complex=True)
-    power = spectrum[:, :-1].abs() ** 2
-    mel = torch.from_numpy(mel_filter_bank(s)).float().T @ power              # (128, frames)
-    features, _ = log_mel([wave], s)
-    return mel, features[0]
+LOUDEST = 1.2              # the clip's largest log10 mel energy in the question
 
 
-def _log_compress_right(mel):
-    log_spec = torch.clamp(mel, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
+def _silence_value(loudest: float = LOUDEST) -> float:
+    """What log_mel gives a silent stretch: log10(max(0, 1e-10)) = -10 is lifted to the floor, then scaled."""
+    return (max(-10.0, loudest - 8.0) + 4.0) / 4.0
 
 
-@exercise("01.4", "Write log_compress(mel): mel energies (n_mels, frames) of one sound -> the features the model "
-                  "sees (log10, the 8-decade floor, the scale).",
-          right=lambda: _log_compress_right,
-          wrong=lambda: (lambda mel: (torch.clamp(mel, min=1e-10).log10() + 4.0) / 4.0),
-          praise="log10 of the energies, floored 8 decades below the loudest value of the sound, scaled by "
-                 "(x + 4) / 4: the features equal the processor's.")
-def _log_compress(fn):
-    mel, want = _mel_case()
-    got = call(fn, mel.clone())
-    got = torch.as_tensor(got, dtype=torch.float32)
-    if got.shape != want.shape:
-        return f"log_compress returned shape {tuple(got.shape)}; it should keep the input's shape {tuple(want.shape)}"
-    if torch.allclose(got, want, atol=1e-5):
+@exercise("01.4", f"A clip's loudest log10 mel energy is {LOUDEST}. Which feature value does a silent stretch of "
+                  f"the same clip get?",
+          right=_silence_value, wrong=lambda: (-10.0 + 4.0) / 4.0,
+          praise="silence is lifted to the floor 8 decades below the loudest value, then scaled by (x + 4) / 4: "
+                 "the floor is set by each sound's own loudness, not by a fixed number.")
+def _silence(answer):
+    value = number(answer)
+    want = _silence_value()
+    if abs(value - want) < 1e-6:
         return None
-    log10 = torch.clamp(mel, min=1e-10).log10()
-    if torch.allclose(got, (log10 + 4) / 4, atol=1e-5):
-        return ("right during the tone, wrong in the silence: there the energies are ~0 and their log plunges to "
-                "-10. Keep nothing more than 8 decades (log10 units) below the sound's loudest value")
-    natural = torch.clamp(mel, min=1e-10).log()
-    if torch.allclose(got, (torch.maximum(natural, natural.max() - 8) + 4) / 4, atol=1e-4):
-        return "the logarithm is base 10 (Whisper's recipe counts decades), not the natural log"
-    return ("three steps: log10 of max(mel, 1e-10); then no value below (the largest of them) - 8; then "
-            "(x + 4) / 4")
+    if abs(value - (-10.0 + 4.0) / 4.0) < 1e-6:
+        return ("log10 of the 1e-10 clamp is -10, but log_mel then keeps nothing more than 8 decades below the "
+                "clip's loudest value: which is larger, -10 or the floor?")
+    if abs(value - (LOUDEST - 8.0)) < 1e-6:
+        return "that is the floor in log10 units; the model sees it after the last step, (x + 4) / 4"
+    return "three steps: log10 of max(energy, 1e-10); no value below (the loudest) - 8; then (x + 4) / 4"

@@ -29,7 +29,8 @@ is flagged (stages.<stage>.flag.<side>): it is not a measurement to quote or plo
 From these, first-packet latency and real-time factor exactly as the report defines them (latency.first_packet,
 latency.real_time_factor). The JSON holds the hardware, versions, settings, every figure with its runs and
 spread, and the ratios omni_ref / HF: results.<request>.stages.<stage>.{omni_ref, hf, spread, runs, flag}.
-The same functions (measure_request, summarise, environment) are what notebook 07 calls. Timing is noisy: quote
+The same functions (measure_request, summarise, environment) are what notebook 07 calls; stage_timeline, the
+same clocks around one whole speech generate call, gives notebook 00 its stage timings. Timing is noisy: quote
 ratios from one run, not absolute times across machines.
 """
 from __future__ import annotations
@@ -85,37 +86,39 @@ def timed_runs(fn, repeats: int = 3, warmup: int = 1):
 
 class StepClock:
     """Timestamps of one generate call, taken while it runs: when the call starts and returns, when each forward
-    pass of `decoder` starts (a forward pre-hook), and when each call of `inner.generate` starts and ends (a
-    wrapper set on that instance; the code predictor's generate, which both sides call once per frame).
+    pass of `decoder` starts and ends (forward hooks), and when each call of `inner.<method>` starts and ends (a
+    wrapper set on that instance; by default the code predictor's generate, which both sides call once a frame).
 
         clock = StepClock(model.thinker)
         ids = clock.run(lambda: thinker_generate(model.thinker, ...))
-        clock.start, clock.passes, clock.end          # seconds (time.perf_counter)
+        clock.start, clock.passes, clock.pass_ends, clock.end          # seconds (time.perf_counter)
     """
 
-    def __init__(self, decoder: torch.nn.Module, inner=None):
-        self.decoder, self.inner = decoder, inner
+    def __init__(self, decoder: torch.nn.Module, inner=None, method: str = "generate"):
+        self.decoder, self.inner, self.method = decoder, inner, method
 
     def run(self, fn):
-        self.passes, self.inner_calls = [], []                  # [t], [(t_start, t_end)]
-        hook = self.decoder.register_forward_pre_hook(lambda module, args: self.passes.append(time.perf_counter()))
+        self.passes, self.pass_ends, self.inner_calls = [], [], []      # [t], [t], [(t_start, t_end)]
+        hooks = [self.decoder.register_forward_pre_hook(lambda *_: self.passes.append(time.perf_counter())),
+                 self.decoder.register_forward_hook(lambda *_: self.pass_ends.append(time.perf_counter()))]
         if self.inner is not None:
-            plain = self.inner.generate
+            plain = getattr(self.inner, self.method)
 
             def clocked(*args, **kwargs):
                 t0 = time.perf_counter()
                 out = plain(*args, **kwargs)
                 self.inner_calls.append((t0, time.perf_counter()))
                 return out
-            self.inner.generate = clocked                         # found before the class's method
+            setattr(self.inner, self.method, clocked)             # found before the class's method
         try:
             self.start = time.perf_counter()
             out = fn()
             self.end = time.perf_counter()
         finally:
-            hook.remove()
+            for h in hooks:
+                h.remove()
             if self.inner is not None:
-                del self.inner.generate                           # back to the class's method
+                delattr(self.inner, self.method)                  # back to the class's method
         return out
 
     def token_times(self) -> list[float]:
@@ -145,6 +148,28 @@ def talker_figures(clock: StepClock) -> dict[str, list[float]]:
             "talker_step": [b - a for a, b in steps],
             "mtp": [e - s for s, e in mtp],
             "talker_token": [(b - a) - (e - s) for (a, b), (s, e) in zip(steps, mtp)]}
+
+
+def stage_timeline(model, fn):
+    """(fn(), {stage: seconds}) for one whole speech generate call `fn` of `model`, ours or HF's (both have
+    .thinker, .talker and .code2wav.chunked_decode), read off the timestamps of that one call:
+
+        thinker_prefill   call -> first token (the encoders run inside the first pass)
+        thinker_decode    first token -> the Thinker's last pass ends
+        talker_prompt     -> the Talker's first pass starts (building its prompt from the Thinker's states)
+        talker_and_mtp    the Talker's first pass -> its last pass ends (every frame's code 0 and its MTP)
+        code2wav          chunked_decode of all the codes
+        total             the whole call"""
+    thinker = StepClock(model.thinker)
+    talker = StepClock(model.talker, model.code2wav, "chunked_decode")
+    out = thinker.run(lambda: talker.run(fn))
+    first_token = thinker.passes[1] if len(thinker.passes) > 1 else thinker.pass_ends[0]
+    (c2w_start, c2w_end), = talker.inner_calls
+    return out, {"thinker_prefill": first_token - thinker.start,
+                 "thinker_decode": thinker.pass_ends[-1] - first_token,
+                 "talker_prompt": talker.passes[0] - thinker.pass_ends[-1],
+                 "talker_and_mtp": talker.pass_ends[-1] - talker.passes[0],
+                 "code2wav": c2w_end - c2w_start, "total": thinker.end - thinker.start}
 
 
 def clocked_runs(clock: StepClock, fn, figures, repeats: int, warmup: int = 1):

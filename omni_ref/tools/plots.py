@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -176,12 +177,25 @@ def plot_attention_windows(window_tokens, chunk_tokens, response: torch.Tensor |
     ax.set_ylabel("query token")
     ax.set_title("who attends to whom (blue = allowed); thin lines = 1 s conv chunks")
     if response is not None:
+        # A log axis has no zero: tokens that did not change at all get no bar (a floor such as 1e-12 would
+        # draw a change that did not happen), but a grey tick on the axis and the words "0 exactly".
         ax = axes[1, 0]
-        ax.bar(range(len(response)), response.clamp_min(1e-12), width=1.0, color="tab:red")
+        response = torch.as_tensor(response).detach().flatten()
+        index = torch.arange(len(response))
+        moved = response > 0
+        ax.bar(index[moved], response[moved], width=1.0, color="tab:red", label="changed")
         ax.set_yscale("log")
         ax.set_ylabel("max |change|")
+        xaxis = ax.get_xaxis_transform()                     # x in tokens, y in axes fractions
+        ax.scatter(index[~moved], [0.03] * int((~moved).sum()), marker="|", s=30, color="0.4",
+                   transform=xaxis, label="unchanged (exactly 0)")
+        for s, e in window_spans(window_tokens):
+            if not moved[s:e].any():
+                ax.text((s + e) / 2, 0.5, "0 exactly:\nno token changed", transform=xaxis, ha="center",
+                        va="center", fontsize=10, color="0.3")
         for s, _ in window_spans(window_tokens)[1:]:
             ax.axvline(s - 0.5, color="tab:blue", lw=1.5)
+        ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("audio token (key)" if response is None else "audio token")
     fig.tight_layout()
     return fig
@@ -315,6 +329,157 @@ def plot_deepstack(effect: DeepstackEffect):
     return fig
 
 
+# ---- the processor, AuT and TM-RoPE pictured (notebooks 01 and 02, issue 9) --------------------------------------
+
+@torch.no_grad()
+def conv_reach(audio_tower, frames: int = 100) -> torch.Tensor:
+    """Which output step of AuT's three stride-2 convolutions each input mel frame reaches: (frames, steps) bool.
+
+    Measured on the tower's own convolutions, not derived: item 0 of a batch is silence (all zeros), item f + 1
+    the same with frame f set to 1 in every mel bin; output step j is reached by frame f when item f + 1 differs
+    there from silence. (Kernel 3, stride 2, padding 1, three times: step j sees frames 8j - 7 .. 8j + 7.)"""
+    import torch.nn.functional as F
+    mel = audio_tower.config.num_mel_bins
+    x = torch.zeros(frames + 1, 1, mel, frames)
+    x[torch.arange(1, frames + 1), 0, :, torch.arange(frames)] = 1.0
+    for name in ("conv2d1", "conv2d2", "conv2d3"):
+        x = F.gelu(getattr(audio_tower, name)(x))                          # (frames + 1, c, freq, steps)
+    return (x[1:] != x[:1]).any(dim=2).any(dim=1)                          # (frames, steps)
+
+
+def plot_conv_reach(reach: torch.Tensor, ms_per_frame: float = 10.0):
+    """The (frames, steps) map of `conv_reach`: one row per output token, its frames shaded, drawn against the
+    mel frames of one chunk; the part of the last tokens' window beyond the chunk is hatched (zero padding)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    frames, steps = reach.shape
+    spans = [torch.nonzero(reach[:, j]).flatten()[[0, -1]].tolist() for j in range(steps)]
+    width = max(last - first + 1 for first, last in spans)                 # an interior token's window
+    stride = spans[-1][0] - spans[-2][0]
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.imshow(reach.T.float(), cmap="Oranges", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest",
+              extent=[-0.5, frames - 0.5, steps - 0.5, -0.5])
+    for j, (first, last) in enumerate(spans):
+        ax.text((first + last) / 2, j, f"{first}-{last}", ha="center", va="center", fontsize=7)
+        lo, hi = stride * j - (width - 1) // 2, stride * j + (width - 1) // 2   # the window without edges
+        for a, b in ((lo, first - 1), (last + 1, hi)):                  # the part that falls on zero padding
+            if b >= a:
+                ax.add_patch(Rectangle((a - 0.5, j - 0.45), b - a + 1, 0.9, fill=False, hatch="///",
+                                       edgecolor="0.5", lw=0))
+    for edge in (-0.5, frames - 0.5):
+        ax.axvline(edge, color="black", lw=1.2)
+    ax.set_xlim(-width // 2 - 0.5, frames + width // 2 + 0.5)
+    ax.set_xlabel(f"mel frame of the chunk ({ms_per_frame:g} ms each); hatched: zero padding beyond the chunk")
+    ax.set_ylabel("output token (step)")
+    ax.set_yticks(range(steps))
+    ax.set_title(f"{frames} frames -> {steps} tokens: each token sees {width} frames "
+                 f"({width * ms_per_frame:g} ms), one token every {stride} frames ({stride * ms_per_frame:g} ms); "
+                 f"measured by impulses")
+    fig.tight_layout()
+    return fig
+
+
+def plot_position_grid(position_ids: torch.Tensor, modalities: dict, labels: list[str],
+                       title: str = "TM-RoPE position ids, token by token"):
+    """A prompt's (3, T) position ids as three labelled rows (t, h, w), one column per token, each cell tinted
+    by its token's modality ({name: (T,) bool}) and holding its id; thick lines mark where a media run starts
+    and ends. `labels` names each token (decoded text) under its column."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Patch
+    T = position_ids.shape[-1]
+    kind = [next(name for name, where in modalities.items() if where[j]) for j in range(T)]
+    colours = [[to_rgba(MODALITY_COLOURS[k], 0.35) for k in kind]] * 3
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.27 * T + 1.5), 3.3))
+    ax.imshow(colours, aspect="auto", interpolation="nearest")
+    for a in range(3):
+        for j in range(T):
+            v = float(position_ids[a, j])
+            ax.text(j, a, f"{v:.0f}" if v == int(v) else f"{v:.1f}", ha="center", va="center", fontsize=7)
+    for name, start, end in modality_runs(modalities):
+        if name != "text":
+            for edge in (start, end):
+                ax.axvline(edge - 0.5, color="black", lw=1.6)
+    ax.set_yticks([0, 1, 2], ["t (time)", "h (height)", "w (width)"])
+    ax.set_xticks(range(T), labels, rotation=90, fontsize=7)
+    ax.set_xlabel("token (decoded text; media placeholders by name); black lines: media runs")
+    ax.legend(handles=[Patch(color=to_rgba(MODALITY_COLOURS[k], 0.5), label=k) for k in modalities
+                       if modalities[k].any()], loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=4, fontsize=8,
+              frameon=False)
+    ax.set_title(title, pad=24)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mel_steps(bin_hz, filters, power, mel, log_spec, floor: float, frame: int):
+    """One frame of sound through the log-mel recipe. Left: the mel filters over frequency (every 16th drawn
+    bold). Middle: the frame's power spectrum (201 FFT bins) and what each filter pools from it. Right: the
+    frame's log10 mel energies before and after the floor `floor` (8 decades below the clip's loudest value),
+    with the (x + 4) / 4 scale the model sees on the right axis."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    bin_hz, filters = np.asarray(bin_hz), np.asarray(filters)
+    power, mel, log_spec = (np.asarray(v, dtype=np.float64) for v in (power, mel, log_spec))
+    centre = bin_hz @ filters / filters.sum(0)                           # weighted centre of each filter, Hz
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
+    a.plot(bin_hz, filters, color="0.8", lw=0.5)
+    a.plot(bin_hz, filters[:, ::16], lw=1.4)
+    a.set_xlabel("frequency (Hz)")
+    a.set_ylabel("filter weight")
+    a.set_title(f"{filters.shape[1]} mel filters (unit area):\nnarrow at low pitch, wide and low at high pitch",
+                fontsize=10)
+    b.semilogy(bin_hz, np.maximum(power, 1e-12), lw=0.8, color="tab:blue", label="|STFT|$^2$, 201 bins")
+    b.semilogy(centre, np.maximum(mel, 1e-12), ".", ms=4, color="tab:red", label="mel energy, 128 filters")
+    b.set_xlabel("frequency (Hz)")
+    b.set_ylabel("power")
+    b.set_title(f"frame {frame} ({frame * 10} ms): power spectrum, pooled", fontsize=10)
+    b.legend(fontsize=8)
+    raw = np.log10(np.maximum(mel, 1e-10))
+    c.plot(raw, color="0.6", lw=1, label="log10 mel energy")
+    c.plot(log_spec, color="black", lw=1.2, label="after the floor")
+    c.axhline(floor, color="tab:red", ls="--", lw=1, label="floor = clip max - 8")
+    c.set_xlabel("mel bin")
+    c.set_ylabel("log10 power")
+    c.secondary_yaxis("right", functions=(lambda x: (x + 4) / 4, lambda y: 4 * y - 4)).set_ylabel(
+        "feature = (x + 4) / 4")
+    c.set_title("log, floor, scale", fontsize=10)
+    c.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_token_costs(seconds, audio_tokens, sides, image_tokens: dict, max_tokens: int):
+    """What media cost in tokens. Left: audio tokens against duration (the 1 s chunk rule's staircase, with
+    12.5 and 13 tokens per second for comparison). Right: image tokens against the longer side for a few aspect
+    ratios ({label: tokens per side}), log-log, with the max_pixels ceiling."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    seconds = np.asarray(seconds)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+    a.step(seconds, audio_tokens, where="post", color=MODALITY_COLOURS["audio"], label="audio_token_count")
+    a.plot(seconds, 12.5 * seconds, ls=":", color="0.4", label="12.5 per second (1 per 80 ms)")
+    a.plot(seconds, 13 * seconds, ls="--", color="0.4", lw=0.8, label="13 per second")
+    for s in range(1, int(seconds.max()) + 1):
+        a.axvline(s, color="0.85", lw=0.8)
+        at = int(np.searchsorted(seconds, s - 1e-9))
+        if at < len(seconds):
+            a.annotate(f"{audio_tokens[at]} at {s} s", (s, audio_tokens[at]), textcoords="offset points",
+                       xytext=(-60, 12), fontsize=8, arrowprops=dict(arrowstyle="->", lw=0.6))
+    a.set_xlabel("seconds of sound (grey lines: 1 s chunks)")
+    a.set_ylabel("audio tokens")
+    a.set_title("every full second gives 13, the tail its own ceil-halved share", fontsize=10)
+    a.legend(fontsize=8)
+    for label, tokens in image_tokens.items():
+        b.loglog(sides, tokens, label=label)
+    b.axhline(max_tokens, color="tab:red", ls="--", lw=1, label=f"max_pixels: {max_tokens} tokens")
+    b.set_xlabel("longer side of the picture (pixels)")
+    b.set_ylabel("image tokens")
+    b.set_title("a picture costs (H/32) x (W/32) tokens, until max_pixels shrinks it", fontsize=10)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # ---- routing and decoding (notebooks 03 and 04) --------------------------------------------------------------
 
 def plot_expert_usage(usage: dict, title: str = "expert usage"):
@@ -380,10 +545,16 @@ def nucleus_size(probs: torch.Tensor, top_p: float) -> int:
     return max(1, int((before < top_p).sum()))
 
 
+class ModalityRouting(NamedTuple):
+    """One modality's routing in one layer: the f_e and P_e of the load-balancing loss restricted to it."""
+    share: torch.Tensor      # (E,) share of its tokens that choose each expert; sums to k
+    prob: torch.Tensor       # (E,) its tokens' mean router probability of each expert; sums to 1
+    tokens: int              # how many tokens it has
+
+
 def modality_routing(routing: list, masks: dict, layer: int) -> dict:
-    """Per modality, for one MoE layer: (share of its tokens that choose each expert (E,), its tokens' mean router
-    probability of each expert (E,)), the f_e and P_e of the load-balancing loss restricted to that modality.
-    routing: per-layer RoutingStats; masks {name: (B, T) bool}; modalities without tokens are left out."""
+    """{modality: ModalityRouting} for one MoE layer. routing: per-layer RoutingStats; masks {name: (B, T) bool};
+    modalities without tokens are left out."""
     r = routing[layer]
     if r is None:
         raise ValueError(f"layer {layer} is dense: it has no router")
@@ -392,7 +563,7 @@ def modality_routing(routing: list, masks: dict, layer: int) -> dict:
         n = int(mask.sum())
         if n:
             share = r.expert_counts(mask).float() / n                                  # (E,) sums to k
-            out[name] = (share, r.router_probs[mask.bool()].float().mean(0))           # (E,) sums to 1
+            out[name] = ModalityRouting(share, r.router_probs[mask.bool()].float().mean(0), n)
     return out
 
 
@@ -418,35 +589,44 @@ def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = Tr
     b.set_xlabel("kept expert (rank)")
     b.set_ylabel("mixing weight")
     b.set_title("renormalised: sum = 1" if norm_topk_prob else "not renormalised")
-    b.legend(fontsize=8, loc="lower left")
+    b.legend(fontsize=8, loc="lower right", framealpha=0.9)
     fig.suptitle(title, y=1.03)
     fig.tight_layout()
     return fig
 
 
-def plot_expert_share(panels: dict, top_k: int, title: str = "expert usage by modality"):
-    """Columns: one per entry of panels {label: modality_routing(...) result}. Top row: share of each modality's
-    tokens choosing each expert, with the balanced level k/E; bottom row: mean router probability, with 1/E.
-    Experts are ranked within a column by their share over all modalities together, so a modality that prefers
-    other experts than the rest peaks elsewhere."""
+def plot_expert_share(panels: dict, title: str = "expert usage by modality"):
+    """Columns: one per entry of panels {label: modality_routing(...) result}, experts ranked by how many tokens
+    choose them. Top: f_e, the share of all tokens choosing expert e, as bars stacked by modality (a bar of one
+    colour is an expert only that modality uses), with the balanced level k/E. Bottom: P_e, the mean router
+    probability, stacked the same way, with the uniform level 1/E. Each column reads E and k from its own data, so
+    checkpoints of different sizes can stand side by side."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False, sharey="row")
+    sizes = {next(iter(p.values())).share.shape[0] for p in panels.values()}
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False,
+                             sharey="row" if len(sizes) == 1 else False)     # one scale when E is the same
     for col, (label, by_modality) in enumerate(panels.items()):
-        E = next(iter(by_modality.values()))[0].shape[0]
-        order = torch.stack([s for s, _ in by_modality.values()]).sum(0).argsort(descending=True)
+        total = sum(m.tokens for m in by_modality.values())
+        parts = {name: (m.share * m.tokens / total, m.prob * m.tokens / total) for name, m in by_modality.items()}
+        E = next(iter(parts.values()))[0].shape[0]
+        top_k = round(float(sum(f.sum() for f, _ in parts.values())))                  # f_e sums to k
+        order = torch.stack([f for f, _ in parts.values()]).sum(0).argsort(descending=True)
         rank = range(1, E + 1)
         top, bottom = axes[0, col], axes[1, col]
-        for name, (share, prob) in by_modality.items():
-            colour = MODALITY_COLOURS.get(name, None)
-            top.plot(rank, share[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
-            bottom.plot(rank, prob[order].numpy(), ".-", lw=1, ms=3, color=colour, label=name)
+        f_base, p_base = torch.zeros(E), torch.zeros(E)
+        for name, (f, p) in parts.items():
+            colour = MODALITY_COLOURS.get(name)
+            top.bar(rank, f[order].numpy(), bottom=f_base.numpy(), width=1.0, color=colour, label=name)
+            bottom.bar(rank, p[order].numpy(), bottom=p_base.numpy(), width=1.0, color=colour, label=name)
+            f_base, p_base = f_base + f[order], p_base + p[order]
         top.axhline(top_k / E, color="k", ls="--", lw=1, label=f"balanced k/E = {top_k}/{E}")
-        bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
+        uniform = bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
         top.set_title(label)
-        top.set_ylabel("share of the modality's tokens\nchoosing the expert")
-        bottom.set_ylabel("mean router probability")
-        bottom.set_xlabel("expert, ranked by its share over all tokens")
+        top.set_ylabel("f_e: share of tokens\nchoosing the expert")
+        bottom.set_ylabel("P_e: mean router\nprobability")
+        bottom.set_xlabel("expert, ranked by f_e")
         top.legend(fontsize=8, loc="upper right")
+        bottom.legend(handles=[uniform], fontsize=8, loc="upper right")
     fig.suptitle(title, y=1.01)
     fig.tight_layout()
     return fig
