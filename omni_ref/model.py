@@ -12,7 +12,7 @@ from torch import nn
 
 from .code2wav import Code2Wav
 from .config import OmniConfig
-from . import generate as generation
+from .generate import generate as _generate
 from .talker import Talker
 from .thinker import Thinker
 
@@ -50,7 +50,7 @@ class Qwen3Omni(nn.Module):
 
     def generate(self, input_ids=None, **kwargs):
         """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning."""
-        return generation.generate(self, input_ids, **kwargs)
+        return _generate(self, input_ids, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         """(submodule, parameter count) rows, one per top-level part of each loaded component."""
