@@ -4,10 +4,11 @@ A checkpoint directory, as HF `save_pretrained` writes it and as the published m
 
     config.json                      the OmniConfig tree (config.py)
     model.safetensors                all tensors, or, for big models, shards:
-    model-00001-of-00015.safetensors + model.safetensors.index.json   {"weight_map": {key: shard file}}
+    model-00001-of-00015.safetensors + model.safetensors.index.json
+                                     {"weight_map": {key: shard file}}
 
-Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every MoE expert
-as its own three matrices, we stack them (moe.py explains why). That is the whole table:
+Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every
+MoE expert as its own three matrices, we stack them (moe.py explains why). That is the whole table:
 
     checkpoint key                                    omni_ref parameter
     <layer>.mlp.experts.<e>.gate_proj.weight  (I, H)  <layer>.mlp.experts.gate_proj[e]   (E, I, H)
@@ -15,8 +16,8 @@ as its own three matrices, we stack them (moe.py explains why). That is the whol
     <layer>.mlp.experts.<e>.down_proj.weight  (H, I)  <layer>.mlp.experts.down_proj[e]   (E, H, I)
     anything else                                     the same name
 
-HF's in-memory model differs again (thinker.model.audio_tower..., fused gate_up_proj); that is HF's business,
-converted by HF when it loads this same layout.
+HF's in-memory model differs again (thinker.model.audio_tower..., fused gate_up_proj); that is HF's
+business, converted by HF when it loads this same layout.
 """
 from __future__ import annotations
 
@@ -42,14 +43,15 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the config: the message lists the offending keys."""
 
 
-# ---- the key map -----------------------------------------------------------------------------------------
+# ---- the key map --------------------------------------------------------------------------------
 
 def checkpoint_slots(name: str, shape) -> dict[str, tuple[int | None, tuple[int, ...]]]:
-    """The checkpoint key(s) that fill one of our parameters: key -> (expert index or None, tensor shape)."""
+    """The checkpoint key(s) filling one of our parameters: key -> (expert index | None, shape)."""
     m = STACKED_KEY.match(name)
     if not m:
         return {name: (None, tuple(shape))}
-    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:])) for e in range(shape[0])}
+    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:]))
+            for e in range(shape[0])}
 
 
 def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,7 +63,7 @@ def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-# ---- reading ---------------------------------------------------------------------------------------------
+# ---- reading ------------------------------------------------------------------------------------
 
 def _weight_map(ckpt_dir: str) -> dict[str, str]:
     """checkpoint key -> file that holds it, for a single file or a sharded checkpoint."""
@@ -92,22 +94,27 @@ def _describe(keys, limit: int = 12) -> str:
 
 @dataclass
 class LoadPlan:
-    """What a load will do, worked out from config.json and the safetensors headers alone (no tensor read)."""
+    """What a load will do, from config.json and the safetensors headers alone (no tensor read)."""
 
     config: OmniConfig
     model: Qwen3Omni                                      # on the meta device
-    slots: dict[str, tuple[str, int | None, tuple]]       # checkpoint key -> (our parameter, expert index, shape)
-    by_file: dict[str, list[str]]                         # file -> the checkpoint keys to read from it
+    # checkpoint key -> (our parameter, expert index, shape)
+    slots: dict[str, tuple[str, int | None, tuple]]
+    by_file: dict[str, list[str]]                     # file -> the checkpoint keys to read from it
 
 
 def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
            strict_config: bool = True) -> LoadPlan:
-    """Check a checkpoint against its config.json without reading any tensor: every expected key present, none
-    unexpected, every shape right. Raises CheckpointError listing the offending keys. Cheap even for 70 GB."""
+    """Check a checkpoint against its config.json without reading any tensor: every expected key
+    present, none unexpected, every shape right. Raises CheckpointError listing the offending keys.
+    Cheap even for 70 GB."""
     ckpt_dir = os.fspath(checkpoint_dir)
     config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
-    components = present_components(ckpt_dir) if components is None else check_components(components)
+    if components is None:
+        components = present_components(ckpt_dir)
+    else:
+        components = check_components(components)
     if not components:
         raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
 
@@ -127,7 +134,8 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
             lines.append(f"  missing {len(missing)} key(s): {_describe(missing)}")
         if unexpected:
             lines.append(f"  unexpected {len(unexpected)} key(s): {_describe(unexpected)}")
-        lines.append("  Is config.json the one saved with these weights? Was the checkpoint truncated?")
+        lines.append("  Is config.json the one saved with these weights? Was the checkpoint "
+                     "truncated?")
         raise CheckpointError("\n".join(lines))
 
     by_file = defaultdict(list)
@@ -145,23 +153,26 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
                 if shape != slots[key][2]:
                     wrong.append(f"{key} {shape} (config says {slots[key][2]})")
     if wrong:
-        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape for config.json: "
+        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape for "
+                              "config.json: "
                               + _describe(wrong))
     return LoadPlan(config, model, slots, dict(by_file))
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
+         strict_config: bool = True) -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
 
-    components: subset of ("thinker", "talker", "code2wav"); default: every component the checkpoint holds.
-    Only the shards and keys of the requested components are read, so a Thinker-only load of the real model
-    never touches the Talker's or Code2Wav's bytes.
+    components: subset of ("thinker", "talker", "code2wav"); default: every component the
+    checkpoint holds. Only the shards and keys of the requested components are read, so a
+    Thinker-only load of the real model never touches the Talker's or Code2Wav's bytes.
     """
     ckpt_dir = os.fspath(checkpoint_dir)
     plan = verify(ckpt_dir, components, dtype, strict_config)
     model = plan.model
-    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at one model
-    # (stacking experts from a separate dict would briefly hold them twice, 60 GB extra for the real Thinker).
+    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at
+    # one model (stacking experts from a separate dict would briefly hold them twice, 60 GB extra
+    # for the real Thinker).
     model.to_empty(device="cpu")
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -176,17 +187,17 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, st
 
 
 def _rebuild_buffers(model: Qwen3Omni) -> None:
-    """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and left
-    uninitialised by the meta-device build: each owning module recomputes its own."""
+    """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and
+    left uninitialised by the meta-device build: each owning module recomputes its own."""
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
             module.reset_buffers()
 
 
-# ---- writing ---------------------------------------------------------------------------------------------
+# ---- writing ------------------------------------------------------------------------------------
 
 def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> list[str]:
-    """Write config.json and the weights in HF's layout, sharded (with an index) above `max_shard_bytes`."""
+    """Write config.json and the weights in HF's layout, sharded above `max_shard_bytes`."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     model.config.save(out_dir)
@@ -213,5 +224,6 @@ def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> lis
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
+                  sort_keys=True)
     return names

@@ -126,7 +126,7 @@ def _block_order(fn):
 
 @lru_cache(maxsize=1)
 def _rotary_case():
-    from ..layers import apply_rotary, rope_inv_freq, rotary_cos_sin
+    from ..rope import apply_rotary, rope_inv_freq, rotary_cos_sin
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 16, generator=g)                       # (T, head_dim)
     positions = torch.tensor([0.0, 1, 2, 5, 13, 26, 100])

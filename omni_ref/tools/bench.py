@@ -3,7 +3,7 @@
     python -m omni_ref.tools.bench --out bench/ [--preset demo] [--repeats 3]
 
 On the demo preset (CPU, fp32, the thread count fixed by OMP_NUM_THREADS), for each sample chat of `make demo`
-(demo.requests()), the stages of the report's Table 2 (Qwen3-Omni Technical Report, arXiv 2509.17765,
+(demo.sample_chats()), the stages of the report's Table 2 (Qwen3-Omni Technical Report, arXiv 2509.17765,
 section 6 / Table 2), each measured in `repeats` runs after one warm-up run:
 
     processor          chat template, log-mel, patches (omni_ref only: HF cannot read the sample video folder)
@@ -53,7 +53,7 @@ from .. import presets
 from . import latency
 from ..audio_encoder import pack_padded_features
 from ..code_predictor import residual_sampling
-from .demo import requests
+from .demo import sample_chats
 from ..generate import generate_speech, thinker_generate
 from ..sampling import SamplingOptions
 from ..streaming import measure_streaming
@@ -362,7 +362,7 @@ def memory(model, twin) -> dict:
 
 
 def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool = True, **sizes) -> dict:
-    """The whole benchmark as a dict (what `make bench` writes). names: which of demo.requests() to run
+    """The whole benchmark as a dict (what `make bench` writes). names: which of demo.sample_chats() to run
     (None: all; "hear" is the speech-input chat, the kind of input of the report's Table 2 audio column).
 
     flush_denormal: flush subnormal floats to zero for the run (torch.set_flush_denormal; reset after it).
@@ -382,7 +382,7 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
         ckpt = presets.cached_checkpoint(preset)
         model, twin, processor = load(ckpt), hf.load_hf(ckpt), Processor.from_pretrained(ckpt)
         results = {}
-        for name, messages in requests().items():
+        for name, messages in sample_chats().items():
             if names is None or name in names:
                 r = measure_request(model, twin, processor, messages, repeats, **sizes)
                 results[name] = {**r, "ratios": ratios(r["stages"]), "table_2": summarise(r["stages"])}
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench/", help="folder for bench_<preset>.json")
     ap.add_argument("--preset", default="demo", choices=["tiny", "demo"])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--requests", nargs="+", default=None, choices=sorted(requests()),
+    ap.add_argument("--requests", nargs="+", default=None, choices=sorted(sample_chats()),
                     help="which sample chats of make demo to measure (default: all)")
     ap.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats (see run)")
     args = ap.parse_args(argv)
