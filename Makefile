@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: demo test lab notebooks env-check bench clean
+.PHONY: demo test lab notebooks env-check bench toy clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m omni_ref.tools.demo
 
+# Tests and notebooks run on TEST_WORKERS processes (pytest-xdist), one thread each; `--dist loadscope` keeps
+# every notebook's cells, and every test module's fixtures, on one worker.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m omni_ref.tools.env_check
-	$(PY) -m pytest -q tests notebooks --nbval --nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests notebooks --nbval \
+		--nbval-sanitize-with tests/sanitize.cfg --nbval-current-env
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
@@ -38,6 +42,10 @@ env-check: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m omni_ref.tools.bench --out bench/
+
+# Retrain the toy checkpoint from its seed (data/toy/: weights + training log); not part of `make test`.
+toy: $(STAMP)
+	$(PY) -m omni_ref.train_toy
 
 clean:
 	rm -rf .cache

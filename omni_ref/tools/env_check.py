@@ -17,7 +17,7 @@ IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": 
                 "soundfile": "soundfile", "jinja2": "jinja2", "pillow": "PIL",
                 "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets", "ipykernel": "ipykernel",
                 "nbconvert": "nbconvert", "matplotlib": "matplotlib", "nbval": "nbval",
-                "pytest": "pytest"}
+                "pytest": "pytest", "pytest-xdist": "xdist"}
 
 
 def pins() -> dict[str, tuple[str, bool]]:
