@@ -5,6 +5,9 @@
     demo   for notebooks: keeps the real model's ratios where they are cheap (16 code groups of 2048 codes,
            1920 samples per frame at 24 kHz, 128 mel bins, patch 16, merge 2, 64 experts with top-8), a few
            layers each.
+    toy    a small Thinker trained on three synthetic tasks (image colour, beep count, ball direction) by
+           `python -m omni_ref.train_toy`; its weights are committed in data/toy/, so `write_checkpoint("toy", d)`
+           needs no training. The Talker and Code2Wav stay random (seeded): the toy model answers in text.
     real   Qwen3-Omni-30B-A3B-Instruct's published config (35,259,818,545 parameters). Build it on the meta
            device only (`torch.device("meta")`): 70 GB of bf16 weights do not fit a laptop.
 
@@ -29,10 +32,11 @@ from .model import Qwen3Omni, init_random_weights
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 TOKENIZER_DIR = REPO_DIR / "data" / "tokenizer"
+TOY_DIR = REPO_DIR / "data" / "toy"                    # the trained toy Thinker and its training log
 REAL_CONFIG = PACKAGE_DIR / "real_config.json"
 # Files of data/tokenizer/ that are for building the tokenizer, not part of a checkpoint directory.
 NOT_CHECKPOINT_FILES = {"corpus.txt", "token_ids.json"}
-PRESETS = ("tiny", "demo", "real")
+PRESETS = ("tiny", "demo", "toy", "real")
 
 
 def token_ids() -> dict[str, int]:
@@ -97,6 +101,18 @@ def _small(*, text: dict, audio: dict, vision: dict, talker_text: dict, predicto
     }
 
 
+# The tiny preset's Talker, MTP and Code2Wav, reused (random) by the toy preset.
+_TINY_SPEECH = dict(
+    talker_text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=8, rope_parameters=_rope(8), num_experts=8,
+                     num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=32),
+    predictor=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=8, rope_parameters=_rope(8, multimodal=False)),
+    code2wav=dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
+                  num_hidden_layers=1, decoder_dim=32),
+    codebook=128, groups=4, accept_layer=1)
+
+
 def _tiny() -> dict:
     return _small(
         text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -106,14 +122,7 @@ def _tiny() -> dict:
                    downsample_hidden_size=16),
         vision=dict(depth=3, hidden_size=32, num_heads=2, intermediate_size=64, num_position_embeddings=256,
                     deepstack_visual_indexes=[1, 2]),
-        talker_text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=8, rope_parameters=_rope(8), num_experts=8,
-                         num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=32),
-        predictor=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=8, rope_parameters=_rope(8, multimodal=False)),
-        code2wav=dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
-                      num_hidden_layers=1, decoder_dim=32),
-        codebook=128, groups=4, accept_layer=1)
+        **_TINY_SPEECH)
 
 
 def _demo() -> dict:
@@ -135,12 +144,32 @@ def _demo() -> dict:
         codebook=2048, groups=16, accept_layer=2)
 
 
+def _toy() -> dict:
+    """The toy Thinker: big enough to learn the three tasks of toy_tasks.py in minutes on a CPU, small enough
+    that its fp32 weights are a few MB. MoE with 8 experts, top-2, in every layer, so routing is real; the
+    audio and vision towers are kept (they have to learn to hear beeps and see colour and motion). The
+    load-balancing coefficient is 0.01, ten times the released model's 0.001: with 8 experts and short
+    training runs the weaker push does not keep the experts in use (notebook 08 measures both)."""
+    d = _small(
+        text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, rope_parameters=_rope(32), num_experts=8,
+                  num_experts_per_tok=2, moe_intermediate_size=128, router_aux_loss_coef=0.01),
+        audio=dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                   downsample_hidden_size=32),
+        vision=dict(depth=2, hidden_size=128, num_heads=4, intermediate_size=256, num_position_embeddings=256,
+                    deepstack_visual_indexes=[1]),
+        **{k: v for k, v in _TINY_SPEECH.items()})
+    return d
+
+
 def config_dict(name: str) -> dict:
     """The preset's config.json content (before defaults are filled in)."""
     if name == "tiny":
         return _tiny()
     if name == "demo":
         return _demo()
+    if name == "toy":
+        return _toy()
     if name == "real":
         return json.loads(REAL_CONFIG.read_text())
     raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
@@ -158,9 +187,11 @@ def build_meta(name_or_config="real", components=("thinker", "talker", "code2wav
 
 
 def write_checkpoint(name: str, out_dir, seed: int = 0) -> str:
-    """Write a random-weight checkpoint in HF format, plus the offline tokenizer and processor files.
+    """Write a preset checkpoint in HF format, plus the offline tokenizer and processor files.
 
-    The same (name, seed) gives the same bytes on every machine. The directory loads with
+    tiny / demo: random weights. toy: the trained Thinker of data/toy/thinker.safetensors (`make toy` made it),
+    with a random (seeded) Talker and Code2Wav. The same (name, seed) gives the same bytes on every machine.
+    The directory loads with
     `omni_ref.load(out_dir)`, HF `Qwen3OmniMoeForConditionalGeneration.from_pretrained(out_dir)` and
     `Qwen3OmniMoeProcessor.from_pretrained(out_dir)`, all without network.
     """
@@ -170,10 +201,26 @@ def write_checkpoint(name: str, out_dir, seed: int = 0) -> str:
     cfg = config(name)
     model = Qwen3Omni(cfg)
     init_random_weights(model, seed)
+    if name == "toy":
+        load_toy_thinker(model.thinker)
     out_dir = os.fspath(out_dir)
     save(model, out_dir)
     copy_tokenizer_files(out_dir)
     return out_dir
+
+
+def toy_weights_path() -> Path:
+    path = TOY_DIR / "thinker.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it is committed with the repository; to retrain it, run "
+                                f"`make toy` (python -m omni_ref.train_toy, about 15 minutes on 2 cores).")
+    return path
+
+
+def load_toy_thinker(thinker, path=None) -> None:
+    """Fill a toy-config Thinker with the trained weights (default: the committed data/toy/thinker.safetensors)."""
+    from safetensors.torch import load_file
+    thinker.load_state_dict(load_file(os.fspath(path or toy_weights_path())), strict=True)
 
 
 def copy_tokenizer_files(out_dir) -> None:
@@ -191,6 +238,8 @@ def cached_checkpoint(name: str, seed: int = 0, root=None) -> str:
     recipe += "".join(f"{n}{tuple(p.shape)}" for n, p in build_meta(name).named_parameters())   # the module tree
     for f in sorted(TOKENIZER_DIR.glob("*")):
         recipe += f.read_text() if f.suffix in (".json", ".jinja") else ""
+    if name == "toy":                                   # the trained weights shape its bytes too
+        recipe += hashlib.sha256(toy_weights_path().read_bytes()).hexdigest()
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
     out = root / f"{name}-seed{seed}-{digest}"
     if not (out / "config.json").is_file():
