@@ -16,8 +16,12 @@ The tree (Qwen3-Omni Technical Report, arXiv 2509.17765, section 2: Thinker-Talk
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +42,22 @@ KNOWN_ACTIVATIONS = ("silu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu", "q
 
 class ConfigError(ValueError):
     """A config value that cannot describe a working Qwen3-Omni model. The message names the field."""
+
+
+def read_json_object(path: str, error: type, what: str) -> dict:
+    """A JSON file that must hold one object -> that dict; anything else raises `error` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise error(f"{path} is not valid JSON{where}. It should hold {what} as one JSON object; was the file "
+                    f"cut short or edited by hand? Restore it from the original checkpoint.") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}); it should hold {what}.") from None
+    if not isinstance(d, dict):
+        raise error(f"{path} holds a JSON {type(d).__name__}, but it should hold {what} as one JSON object {{...}}.")
+    return d
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -69,7 +89,7 @@ class _HFConfig:
             if key in cls.sub_configs:
                 sub = cls.sub_configs[key]
                 kwargs[key] = value if isinstance(value, sub) else sub.from_dict(
-                    value or {}, strict=strict, where=f"{where}.{key}", _nested=True)
+                    {} if value is None else value, strict=strict, where=f"{where}.{key}", _nested=True)
             elif key in names:
                 kwargs[key] = value
             elif key not in HF_BOOKKEEPING_KEYS and key not in cls.ignored_keys:
@@ -80,6 +100,7 @@ class _HFConfig:
                 f"{cls.__name__} fields, or pass strict=False to ignore them.")
         for key, sub in cls.sub_configs.items():
             kwargs.setdefault(key, sub())
+        check_field_values(cls, kwargs, where)
         cfg = cls(**kwargs)
         if not _nested:   # the outermost call validates the whole tree once
             cfg.validate(where)
@@ -111,6 +132,152 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+# ---- the values read: each one's type (as the dataclass declares it) and range, before anything uses them ----
+# A config.json is typed by hand or by other tools; a value of the wrong type ("rms_norm_eps": "1e-6") or out of
+# range (a negative width) would otherwise load and fail much later, deep inside a forward pass.
+
+# Integer fields that may be 0 (the rest of the sizes and counts must be at least 1).
+MAY_BE_ZERO = frozenset({"shared_expert_intermediate_size", "accept_hidden_layer", "max_window_layers"})
+SIZE_PARTS = ("size", "dim", "d_model", "layers", "heads", "num_", "depth", "window", "positions", "position_embeddings",
+              "channels", "chunksize", "step", "groups", "quantizers", "per_tok", "per_second", "per_chunk",
+              "n_window", "experts")
+ROPE_TYPES = {"rope_type": str, "type": str, "rope_theta": float, "mrope_section": list[int], "interleaved": bool,
+              "mrope_interleaved": bool}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, Any]:
+    """Field name -> declared type (the annotations are strings under `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in cls.sub_configs}
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value is of the declared type. bool is not an int here, and a float must be finite."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is list or origin is list:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value if args)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1])
+                                                            for k, v in value.items()))
+    return isinstance(value, hint)
+
+
+def _type_words(hint) -> str:
+    """A declared type in words, as a config.json author would write it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_type_words(args[0]).replace('an ', '').replace('a ', '')}s"
+    if origin is dict:
+        return f"an object of {_type_words(args[0]).replace('an ', '').replace('a ', '')} -> " \
+               f"{_type_words(args[1]).replace('an ', '').replace('a ', '')}"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+            dict: "an object", list: "a list", Any: "anything"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number"
+    return {int: "an integer", float: "a number with a decimal point", str: "a string", list: "a list",
+            tuple: "a list", dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _fix(value, hint) -> str:
+    """What to write instead, when it is obvious."""
+    if isinstance(value, str) and value in ("true", "false") and _fits(value == "true", hint):
+        return f": write {value} without quotes"
+    if isinstance(value, str):
+        for as_type in (int, float):
+            try:
+                number = as_type(value)
+            except ValueError:
+                continue
+            if _fits(number, hint):
+                return f": write {number!r} without quotes"
+    if isinstance(value, float) and math.isfinite(value) and _fits(round(value), hint):
+        return ": it must be a whole number" + (f", e.g. {round(value)}" if value == round(value) else "")
+    if not isinstance(value, (list, tuple)) and _fits([value], hint):
+        return f": write it as a list, [{json.dumps(value)}]"
+    if _fits({"name": 1}, hint) and not isinstance(value, dict):
+        return ': write it as an object, {"name": id, ...}'
+    return ""
+
+
+def _range_problem(name: str, value) -> str | None:
+    """A value of the right type that still cannot describe a model (a width of 0, a negative id, ...)."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, dict):
+        if name == "speaker_id":
+            bad = {k: v for k, v in value.items() if v < 0}
+            return f"speaker ids must be >= 0, got {bad}" if bad else None
+        return None
+    if isinstance(value, (list, tuple)):
+        low = 1 if name in ("upsample_rates", "upsampling_ratios") else 0
+        bad = [v for v in value if isinstance(v, (int, float)) and v < low]
+        return f"has entries below {low}: {bad}" if bad else None
+    if name.endswith("_id") or name in MAY_BE_ZERO or name.startswith("mlp_only"):
+        return None if value >= 0 else "must be >= 0"
+    if "dropout" in name:
+        return None if 0 <= value < 1 else "must be a probability in [0, 1)"
+    if name.endswith("eps"):
+        return None if value > 0 else "must be > 0 (it keeps a division away from zero)"
+    if name in ("initializer_range", "router_aux_loss_coef"):
+        return None if value >= 0 else "must be >= 0"
+    if isinstance(value, int) and (any(part in name for part in SIZE_PARTS) or name == "vocab_size"):
+        return None if value >= 1 else "must be >= 1 (a size or a count)"
+    return None
+
+
+def check_field_values(cls, values: dict[str, Any], where: str) -> None:
+    """Refuse a value that does not fit its field's declared type or range, naming the field and the fix.
+    Runs where a dataclass is built from a config dictionary (`_HFConfig.from_dict`), before any check uses it."""
+    types_ = _field_types(cls)
+    for name, value in values.items():
+        if name not in types_:
+            continue
+        hint = types_[name]
+        if not _fits(value, hint):
+            raise ConfigError(f"{where}: {name}={value!r:.80} is {_kind(value)}, but {name} must be "
+                              f"{_type_words(hint)}{_fix(value, hint)}")
+        if name == "rope_parameters" and value is not None:
+            for key, key_type in ROPE_TYPES.items():
+                if key in value and not _fits(value[key], key_type):
+                    raise ConfigError(f"{where}: rope_parameters.{key}={value[key]!r:.80} is {_kind(value[key])}, "
+                                      f"but it must be {_type_words(key_type)}{_fix(value[key], key_type)}")
+            theta = value.get("rope_theta", 1.0)
+            if theta <= 0:
+                raise ConfigError(f"{where}: rope_parameters.rope_theta={theta!r} must be > 0 (the base of the "
+                                  f"rotary frequencies)")
+            bad = [v for v in value.get("mrope_section") or [] if v < 0]
+            if bad:
+                raise ConfigError(f"{where}: rope_parameters.mrope_section entries must be >= 0, got {bad}")
+            continue
+        problem = _range_problem(name, value)
+        if problem:
+            raise ConfigError(f"{where}: {name}={value!r:.80} {problem}")
 
 
 def _check_decoder(cfg, where: str) -> None:
@@ -587,11 +754,10 @@ class OmniConfig(_HFConfig):
             raise FileNotFoundError(
                 f"no config.json at {path}. Point omni_ref at a checkpoint directory written by HF "
                 f"save_pretrained or by omni_ref.presets.write_checkpoint(name, out_dir).")
-        with open(path) as f:
-            d = json.load(f)
+        d = read_json_object(path, ConfigError, "the checkpoint's configuration")
         if d.get("model_type", "qwen3_omni_moe") != "qwen3_omni_moe":
             raise ConfigError(f"{path}: model_type={d.get('model_type')!r}; omni_ref reads only 'qwen3_omni_moe'")
-        return cls.from_dict(d, strict=strict, where="config.json")
+        return cls.from_dict(d, strict=strict, where=path)
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = self.to_dict()

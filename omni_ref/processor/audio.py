@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .media import ProcessorError
+
 
 @dataclass(frozen=True)
 class AudioSettings:
@@ -34,7 +36,7 @@ class AudioSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "AudioSettings":
         if d.get("dither", 0.0):
-            raise ValueError("preprocessor_config.json asks for dither (random noise added to the sound); omni-ref "
+            raise ProcessorError("preprocessor_config.json asks for dither (random noise added to the sound); omni-ref "
                              "keeps features deterministic and does not support it: set dither to 0.0")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
@@ -65,12 +67,32 @@ def mel_filter_bank(s: AudioSettings, max_hz: float = 8000.0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- features
+def min_samples(s: AudioSettings) -> int:
+    """The shortest sound that has features: the STFT centres its first window on sample 0 by mirroring n_fft // 2
+    samples at each end, and a mirror needs more samples than it reflects (201 at 16 kHz: 12.6 ms)."""
+    return s.n_fft // 2 + 1
+
+
+def check_lengths(waves: list[np.ndarray], s: AudioSettings) -> None:
+    """Refuse a sound too short to have features, naming it by its place among this call's sounds."""
+    for i, w in enumerate(waves):
+        if len(w) < min_samples(s):
+            need = min_samples(s)
+            raise ProcessorError(
+                f"audio {i} (counting the sounds of this call from 0, video sound tracks included) has {len(w)} "
+                f"samples ({1000 * len(w) / s.sampling_rate:.1f} ms), fewer than the {need} "
+                f"({1000 * need / s.sampling_rate:.1f} ms at {s.sampling_rate} Hz) the features need: the "
+                f"{s.n_fft}-sample window is centred by mirroring {s.n_fft // 2} samples at each end. Pad it with "
+                f"silence, e.g. np.pad(wave, (0, {need} - len(wave))), or drop the audio part.")
+
+
 def log_mel(waves: list[np.ndarray], s: AudioSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Several mono waves -> (features (B, n_mels, frames) float32, mask (B, frames) int32).
 
     Like HF, the batch is padded with silence to the longest wave *before* the STFT, so a short wave's last frames
     see zeros, not a mirror of its own end, and its values near the end depend on what it was batched with.
     """
+    check_lengths(waves, s)
     longest = max(len(w) for w in waves)
     batch = np.full((len(waves), longest), s.padding_value, dtype=np.float32)
     for i, w in enumerate(waves):

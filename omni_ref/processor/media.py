@@ -17,13 +17,14 @@ deep inside on an empty array) we stop with a message that names the input and t
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -60,12 +61,52 @@ def _is_path(x) -> bool:
     return isinstance(x, (str, os.PathLike))
 
 
+def _unreadable(what: str, path, error: Exception, kind: str) -> ProcessorError:
+    return ProcessorError(f"{what} {os.fspath(path)!r} cannot be read as {kind} ({type(error).__name__}: "
+                          f"{str(error)[:200]}). Is it really {kind} file, and complete? Open it in a viewer or "
+                          f"player to check, or convert it again.")
+
+
+def check_finite(wave: np.ndarray, what: str, sampling_rate: int) -> None:
+    """NaN or infinite samples would turn every feature, and then the logits, into NaN: say where they are."""
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ProcessorError(f"{what} has {int(bad.sum())} sample(s) that are NaN or infinite, the first at index "
+                             f"{first} ({first / sampling_rate:.3f} s): sound is finite numbers in [-1, 1]. Fix the "
+                             f"source, or replace them, e.g. np.nan_to_num(wave, nan=0.0, posinf=1.0, neginf=-1.0).")
+
+
+def check_fps(value, where: str, field: str = "fps"):
+    """A frame rate: None (unknown) or a positive finite number of frames per second."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ProcessorError(f"{where}: {field}={value!r:.60} is not a frame rate; write a positive number of "
+                             f"frames per second, e.g. {field}: 4 (or leave it out if it is unknown).")
+    return value
+
+
+def _inside(folder: Path, name, where: str) -> Path:
+    """A file named relative to a folder (meta.json's "audio"), which must stay inside that folder."""
+    if not isinstance(name, str) or not name:
+        raise ProcessorError(f"{where}: audio={name!r:.60} must be the name of the sound file in the folder, "
+                             f"e.g. \"audio.wav\".")
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise ProcessorError(f"{where}: audio={name!r} points outside the video folder; the sound track must be a "
+                             f"file inside it (e.g. \"audio.wav\"). Copy the file into the folder and name it there.")
+    return folder / name
+
+
 # ---------------------------------------------------------------------------------------------------------- audio
 def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
     """A path to a sound file, or a 1-D array / tensor / list of floats -> float32 (samples,) at `sampling_rate`."""
     if _is_path(source):
         path = _existing_path(source, what)
-        wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+        try:
+            wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+        except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
+            raise _unreadable(what, source, e, "a sound") from None
         if wave.shape[1] > 1:
             raise ProcessorError(
                 f"{what} {os.fspath(source)!r} is stereo ({wave.shape[1]} channels); the model hears one channel. "
@@ -81,6 +122,9 @@ def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
         if np.issubdtype(wave.dtype, np.integer):
             raise ProcessorError(f"{what} is an integer array ({wave.dtype}); the model expects floats in [-1, 1]. "
                                  f"Convert it, e.g. wave.astype(np.float32) / 32768 for 16-bit samples.")
+        if not np.issubdtype(wave.dtype, np.floating):
+            raise ProcessorError(f"{what} is an array of {wave.dtype}, not of samples; pass a 1-D float array of "
+                                 f"sound in [-1, 1] (mono, at {sampling_rate} Hz), or a path to a sound file.")
         if wave.ndim == 2 and min(wave.shape) in (2, 3, 4, 6, 8):
             raise ProcessorError(f"{what} has shape {wave.shape}, which looks like {min(wave.shape)} channels "
                                  f"(stereo or more); the model hears one channel. Pass a 1-D array, e.g. "
@@ -89,6 +133,7 @@ def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
             raise ProcessorError(f"{what} must be a 1-D array of samples (mono), got shape {wave.shape}.")
     if wave.size == 0:
         raise ProcessorError(f"{what} is empty (0 samples): pass at least some sound, or drop the audio part.")
+    check_finite(wave, what, sampling_rate)
     return wave
 
 
@@ -105,9 +150,12 @@ def load_image(source, what: str = "image") -> np.ndarray:
     """A path, PIL image or uint8 array (H, W, 3) / (H, W) -> uint8 (H, W, 3)."""
     if _is_path(source):
         path = _existing_path(source, what)
-        with Image.open(path) as im:
-            # a file is read like torchvision's decode_image(mode=RGB): turned upright by its EXIF tag, alpha dropped
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                # a file is read like torchvision's decode_image(mode=RGB): turned upright by its EXIF tag, alpha dropped
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:   # PIL's ways to say "not an image"
+            raise _unreadable(what, source, e, "an image") from None
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source)
     array = np.asarray(source.numpy() if hasattr(source, "numpy") else source)
@@ -123,9 +171,28 @@ def load_image(source, what: str = "image") -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------- video
+def _read_meta(meta_path: Path) -> dict:
+    """A frame folder's meta.json: one JSON object; "fps" a frame rate, "audio" a file name inside the folder."""
+    if not meta_path.is_file():
+        return {}
+    where = os.fspath(meta_path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProcessorError(f"{where} is not valid JSON ({e}); write it as an object, e.g. "
+                             f'{{"fps": 4, "audio": "audio.wav"}}.') from None
+    if not isinstance(meta, dict):
+        raise ProcessorError(f"{where} holds a JSON {type(meta).__name__}; write it as an object, e.g. "
+                             f'{{"fps": 4, "audio": "audio.wav"}}.')
+    check_fps(meta.get("fps"), where)
+    if "audio" in meta:
+        _inside(meta_path.parent, meta["audio"], where)
+    return meta
+
+
 def _video_folder(path: Path, sampling_rate: int) -> Video:
     meta_path = path / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = _read_meta(meta_path)
     frame_dir = path / "frames" if (path / "frames").is_dir() else path
     names = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not names:
@@ -170,4 +237,5 @@ def load_video(source, sampling_rate: int, what: str = "video") -> Video:
         video = Video(frames)
     if len(video.frames) == 0:
         raise ProcessorError(f"{what} has no frames: pass at least one frame.")
+    check_fps(video.fps, what)
     return video
