@@ -185,8 +185,9 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != slots[key][2]:
                     wrong.append(f"{key} {shape} (config says {slots[key][2]})")
-                if f.get_slice(key).get_dtype() not in FLOAT_DTYPES:
-                    wrong.append(f"{key} stored as {f.get_slice(key).get_dtype()} (weights are floating point: "
+                dtype = f.get_slice(key).get_dtype()
+                if dtype not in FLOAT_DTYPES:
+                    wrong.append(f"{key} in {fname} stored as {dtype} (weights are floating point: "
                                  f"{', '.join(FLOAT_DTYPES)})")
     if wrong:
         raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape or type for config.json: "

@@ -140,9 +140,9 @@ def _plain(value):
 
 # Integer fields that may be 0 (the rest of the sizes and counts must be at least 1).
 MAY_BE_ZERO = frozenset({"shared_expert_intermediate_size", "accept_hidden_layer", "max_window_layers"})
-SIZE_PARTS = ("size", "dim", "d_model", "layers", "heads", "num_", "depth", "window", "positions", "position_embeddings",
-              "channels", "chunksize", "step", "groups", "quantizers", "per_tok", "per_second", "per_chunk",
-              "n_window", "experts")
+SIZE_PARTS = ("size", "dim", "d_model", "layers", "heads", "num_", "depth", "window", "positions",
+              "position_embeddings", "channels", "chunksize", "step", "groups", "quantizers", "per_tok",
+              "per_second", "per_chunk", "n_window", "experts")
 ROPE_TYPES = {"rope_type": str, "type": str, "rope_theta": float, "mrope_section": list[int], "interleaved": bool,
               "mrope_interleaved": bool}
 
@@ -405,7 +405,8 @@ class VisionEncoderConfig(_HFConfig):
         _check(self.hidden_size % self.num_heads == 0, where,
                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         _check((self.hidden_size // self.num_heads) % 4 == 0, where,
-               "the head dim must be a multiple of 4 (2D rotary splits it between rows and columns)")
+               f"the head dim hidden_size / num_heads = {self.hidden_size // self.num_heads} must be a multiple of 4 "
+               f"(2D rotary splits it between rows and columns)")
         side = round(self.num_position_embeddings ** 0.5)
         _check(side * side == self.num_position_embeddings, where,
                f"num_position_embeddings={self.num_position_embeddings} must be a square number "
@@ -587,6 +588,8 @@ class CodePredictorConfig(_DecoderMixin, _HFConfig):
     def validate(self, where: str) -> None:
         _check_decoder(self, where)
         _check(self.sliding_window is None, where, "the code predictor uses full attention: sliding_window must be null")
+        _check(self.head_dim is not None, where, "head_dim must be an integer here (HF's code predictor config "
+                                                 "requires it; it has no hidden_size / heads fallback)")
         _check(self.num_code_groups >= 2, where, "num_code_groups must be >= 2 (codebook 0 plus residuals)")
 
 

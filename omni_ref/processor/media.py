@@ -117,6 +117,7 @@ def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
                 f"Resample it first, e.g. `sox in.wav -r {sampling_rate} out.wav` (omni-ref does not resample: HF "
                 f"uses the soxr library for that, and a different resampler would give different features).")
         wave = wave[:, 0]
+        what = f"{what} {os.fspath(source)!r}"
     else:
         wave = np.asarray(source.numpy() if hasattr(source, "numpy") else source)
         if np.issubdtype(wave.dtype, np.integer):
@@ -152,7 +153,7 @@ def load_image(source, what: str = "image") -> np.ndarray:
         path = _existing_path(source, what)
         try:
             with Image.open(path) as im:
-                # a file is read like torchvision's decode_image(mode=RGB): turned upright by its EXIF tag, alpha dropped
+                # read like torchvision's decode_image(mode=RGB): turned upright by its EXIF tag, alpha dropped
                 return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:   # PIL's ways to say "not an image"
             raise _unreadable(what, source, e, "an image") from None
@@ -185,8 +186,10 @@ def _read_meta(meta_path: Path) -> dict:
         raise ProcessorError(f"{where} holds a JSON {type(meta).__name__}; write it as an object, e.g. "
                              f'{{"fps": 4, "audio": "audio.wav"}}.')
     check_fps(meta.get("fps"), where)
-    if "audio" in meta:
-        _inside(meta_path.parent, meta["audio"], where)
+    if "audio" in meta and not _inside(meta_path.parent, meta["audio"], where).is_file():
+        raise MediaNotFoundError(f"{where}: audio={meta['audio']!r} names a sound track that is not in the folder "
+                                 f"{os.fspath(meta_path.parent)!r}: put the file there, or remove the \"audio\" "
+                                 f"entry for a silent video.")
     return meta
 
 
