@@ -19,7 +19,6 @@ return_tensors="pt" and padding=True (HF's default, padding=False, cannot make a
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
