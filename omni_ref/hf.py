@@ -21,7 +21,6 @@ from .checkpoint import _weight_map
 from .config import OmniConfig
 
 
-
 @contextlib.contextmanager
 def quiet():
     """Silence HF's notices for the calls inside the block, then put transformers' settings back as they were.

@@ -36,8 +36,8 @@ class AudioSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "AudioSettings":
         if d.get("dither", 0.0):
-            raise ProcessorError("preprocessor_config.json asks for dither (random noise added to the sound); omni-ref "
-                             "keeps features deterministic and does not support it: set dither to 0.0")
+            raise ProcessorError("preprocessor_config.json asks for dither (random noise added to the sound); "
+                                 "omni-ref keeps features deterministic and does not support it: set dither to 0.0")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
