@@ -12,5 +12,6 @@ from .processor import Processor
 from .tools.source import show
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "Processor", "ConfigError", "CheckpointError",
+__all__ = ["load", "save", "verify", "presets", "config", "OmniConfig", "Qwen3Omni", "Processor",
+           "ConfigError", "CheckpointError",
            "show", "exercises"]

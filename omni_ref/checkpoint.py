@@ -4,10 +4,11 @@ A checkpoint directory, as HF `save_pretrained` writes it and as the published m
 
     config.json                      the OmniConfig tree (config.py)
     model.safetensors                all tensors, or, for big models, shards:
-    model-00001-of-00015.safetensors + model.safetensors.index.json   {"weight_map": {key: shard file}}
+    model-00001-of-00015.safetensors + model.safetensors.index.json
+                                     {"weight_map": {key: shard file}}
 
-Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every MoE expert
-as its own three matrices, we stack them (moe.py explains why). That is the whole table:
+Key map. Our parameter names are the checkpoint's, with one exception: the checkpoint stores every
+MoE expert as its own three matrices, we stack them (moe.py explains why). That is the whole table:
 
     checkpoint key                                    omni_ref parameter
     <layer>.mlp.experts.<e>.gate_proj.weight  (I, H)  <layer>.mlp.experts.gate_proj[e]   (E, I, H)
@@ -15,8 +16,8 @@ as its own three matrices, we stack them (moe.py explains why). That is the whol
     <layer>.mlp.experts.<e>.down_proj.weight  (H, I)  <layer>.mlp.experts.down_proj[e]   (E, H, I)
     anything else                                     the same name
 
-HF's in-memory model differs again (thinker.model.audio_tower..., fused gate_up_proj); that is HF's business,
-converted by HF when it loads this same layout.
+HF's in-memory model differs again (thinker.model.audio_tower..., fused gate_up_proj); that is HF's
+business, converted by HF when it loads this same layout.
 """
 from __future__ import annotations
 
@@ -37,21 +38,23 @@ from .model import COMPONENTS, Qwen3Omni, check_components
 STACKED_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<proj>gate_proj|up_proj|down_proj)$")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")   # safetensors' names of the dtypes a weight may be stored in
+# safetensors' names of the dtypes a weight may be stored in
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the config: the message lists the offending keys."""
 
 
-# ---- the key map -----------------------------------------------------------------------------------------
+# ---- the key map --------------------------------------------------------------------------------
 
 def checkpoint_slots(name: str, shape) -> dict[str, tuple[int | None, tuple[int, ...]]]:
-    """The checkpoint key(s) that fill one of our parameters: key -> (expert index or None, tensor shape)."""
+    """The checkpoint key(s) filling one of our parameters: key -> (expert index | None, shape)."""
     m = STACKED_KEY.match(name)
     if not m:
         return {name: (None, tuple(shape))}
-    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:])) for e in range(shape[0])}
+    return {f"{m['prefix']}.{e}.{m['proj']}.weight": (e, tuple(shape[1:]))
+            for e in range(shape[0])}
 
 
 def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -63,7 +66,7 @@ def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-# ---- reading ---------------------------------------------------------------------------------------------
+# ---- reading ------------------------------------------------------------------------------------
 
 def _weight_map(ckpt_dir: str) -> dict[str, str]:
     """checkpoint key -> file that holds it, for a single file or a sharded checkpoint."""
@@ -80,42 +83,48 @@ def _weight_map(ckpt_dir: str) -> dict[str, str]:
 
 
 def _read_index(ckpt_dir: str, index: str) -> dict[str, str]:
-    """The index's weight_map, every entry checked: a key and a shard file name inside the checkpoint folder."""
-    weight_map = read_json_object(index, CheckpointError, '{"weight_map": {key: shard file name}}').get("weight_map")
+    """The index's weight_map, every entry checked: a key and a shard file name inside the
+    checkpoint folder."""
+    what = '{"weight_map": {key: shard file name}}'
+    weight_map = read_json_object(index, CheckpointError, what).get("weight_map")
     if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index} has no \"weight_map\" object ({{key: shard file name}}), which says where "
-                              f"each tensor is: restore the index from the original checkpoint.")
+        raise CheckpointError(f"{index} has no \"weight_map\" object ({{key: shard file name}}), "
+                              f"which says where each tensor is: restore the index from the "
+                              f"original checkpoint.")
     for key, shard in weight_map.items():
         _check_shard_name(index, key, shard)
     return weight_map
 
 
 def _check_shard_name(index: str, key: str, shard) -> None:
-    """A shard is named relative to the checkpoint folder and must stay inside it: an index that points at
-    "../elsewhere/x.safetensors" or "/abs/path" would otherwise load tensors planted outside the checkpoint.
-    (Only the name is checked: a shard that is a symbolic link, as in HF's download cache, is the folder's own.)"""
+    """A shard is named relative to the checkpoint folder and must stay inside it: an index that
+    points at "../elsewhere/x.safetensors" or "/abs/path" would otherwise load tensors planted
+    outside the checkpoint. (Only the name is checked: a shard that is a symbolic link, as in HF's
+    download cache, is the folder's own.)"""
     if not isinstance(shard, str) or not shard.endswith(".safetensors"):
-        raise CheckpointError(f"{index}: weight_map[{key!r}] = {shard!r:.80} is not the name of a .safetensors shard "
-                              f"file in the checkpoint folder.")
+        raise CheckpointError(f"{index}: weight_map[{key!r}] = {shard!r:.80} is not the name of a "
+                              f".safetensors shard file in the checkpoint folder.")
     parts = shard.replace("\\", "/").split("/")
     if os.path.isabs(shard) or re.match(r"^[A-Za-z]:", shard) or ".." in parts:
-        raise CheckpointError(f"{index}: weight_map[{key!r}] names the shard {shard!r}, which is outside the "
-                              f"checkpoint folder; shards must be files inside it (e.g. model-00001-of-00002."
-                              f"safetensors). Refusing to read it: fix or replace the index.")
+        raise CheckpointError(f"{index}: weight_map[{key!r}] names the shard {shard!r}, which is "
+                              f"outside the checkpoint folder; shards must be files inside it "
+                              f"(e.g. model-00001-of-00002.safetensors). Refusing to read it: fix "
+                              f"or replace the index.")
 
 
 @contextlib.contextmanager
 def _open_shard(ckpt_dir: str, fname: str):
-    """safe_open with its errors (a damaged header, a truncated file, a tensor the file lacks) as CheckpointError
-    naming the shard."""
+    """safe_open with its errors (a damaged header, a truncated file, a tensor the file lacks) as
+    CheckpointError naming the shard."""
     path = os.path.join(ckpt_dir, fname)
     try:
         with safe_open(path, "pt") as f:
             yield f
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{ckpt_dir}: shard {fname} cannot be read: {e}. The file is damaged or incomplete "
-                              f"(an interrupted download or copy?) or does not match {INDEX_FILE}: fetch it again "
-                              f"from the original checkpoint.") from None
+        raise CheckpointError(f"{ckpt_dir}: shard {fname} cannot be read: {e}. The file is "
+                              f"damaged or incomplete (an interrupted download or copy?) or does "
+                              f"not match {INDEX_FILE}: fetch it again from the original "
+                              f"checkpoint.") from None
 
 
 def present_components(ckpt_dir: str) -> tuple[str, ...]:
@@ -132,22 +141,27 @@ def _describe(keys, limit: int = 12) -> str:
 
 @dataclass
 class LoadPlan:
-    """What a load will do, worked out from config.json and the safetensors headers alone (no tensor read)."""
+    """What a load will do, from config.json and the safetensors headers alone (no tensor read)."""
 
     config: OmniConfig
     model: Qwen3Omni                                      # on the meta device
-    slots: dict[str, tuple[str, int | None, tuple]]       # checkpoint key -> (our parameter, expert index, shape)
-    by_file: dict[str, list[str]]                         # file -> the checkpoint keys to read from it
+    # checkpoint key -> (our parameter, expert index, shape)
+    slots: dict[str, tuple[str, int | None, tuple]]
+    by_file: dict[str, list[str]]                     # file -> the checkpoint keys to read from it
 
 
 def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
            strict_config: bool = True) -> LoadPlan:
-    """Check a checkpoint against its config.json without reading any tensor: every expected key present, none
-    unexpected, every shape right. Raises CheckpointError listing the offending keys. Cheap even for 70 GB."""
+    """Check a checkpoint against its config.json without reading any tensor: every expected key
+    present, none unexpected, every shape right. Raises CheckpointError listing the offending keys.
+    Cheap even for 70 GB."""
     ckpt_dir = os.fspath(checkpoint_dir)
     config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
-    components = present_components(ckpt_dir) if components is None else check_components(components)
+    if components is None:
+        components = present_components(ckpt_dir)
+    else:
+        components = check_components(components)
     if not components:
         raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
 
@@ -161,14 +175,16 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     wanted_prefixes = tuple(c + "." for c in components)
     in_file = {k for k in weight_map if k.startswith(wanted_prefixes)}
     missing, unexpected = set(slots) - in_file, in_file - set(slots)
-    unexpected |= {k for k in weight_map if k.split(".", 1)[0] not in COMPONENTS}   # belongs to no component
+    # ... and keys that belong to no component at all
+    unexpected |= {k for k in weight_map if k.split(".", 1)[0] not in COMPONENTS}
     if missing or unexpected:
         lines = [f"{ckpt_dir} does not match its config.json for components {components}:"]
         if missing:
             lines.append(f"  missing {len(missing)} key(s): {_describe(missing)}")
         if unexpected:
             lines.append(f"  unexpected {len(unexpected)} key(s): {_describe(unexpected)}")
-        lines.append("  Is config.json the one saved with these weights? Was the checkpoint truncated?")
+        lines.append("  Is config.json the one saved with these weights? Was the checkpoint "
+                     "truncated?")
         raise CheckpointError("\n".join(lines))
 
     by_file = defaultdict(list)
@@ -185,28 +201,31 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != slots[key][2]:
                     wrong.append(f"{key} {shape} (config says {slots[key][2]})")
-                dtype = f.get_slice(key).get_dtype()
-                if dtype not in FLOAT_DTYPES:
-                    wrong.append(f"{key} in {fname} stored as {dtype} (weights are floating point: "
-                                 f"{', '.join(FLOAT_DTYPES)})")
+                stored = f.get_slice(key).get_dtype()
+                if stored not in FLOAT_DTYPES:
+                    wrong.append(f"{key} in {fname} stored as {stored} (weights are floating "
+                                 f"point: {', '.join(FLOAT_DTYPES)})")
     if wrong:
-        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape or type for config.json: "
+        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape or type "
+                              "for config.json: "
                               + _describe(wrong))
     return LoadPlan(config, model, slots, dict(by_file))
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, strict_config: bool = True) -> Qwen3Omni:
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
+         strict_config: bool = True) -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
 
-    components: subset of ("thinker", "talker", "code2wav"); default: every component the checkpoint holds.
-    Only the shards and keys of the requested components are read, so a Thinker-only load of the real model
-    never touches the Talker's or Code2Wav's bytes.
+    components: subset of ("thinker", "talker", "code2wav"); default: every component the
+    checkpoint holds. Only the shards and keys of the requested components are read, so a
+    Thinker-only load of the real model never touches the Talker's or Code2Wav's bytes.
     """
     ckpt_dir = os.fspath(checkpoint_dir)
     plan = verify(ckpt_dir, components, dtype, strict_config)
     model = plan.model
-    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at one model
-    # (stacking experts from a separate dict would briefly hold them twice, 60 GB extra for the real Thinker).
+    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at
+    # one model (stacking experts from a separate dict would briefly hold them twice, 60 GB extra
+    # for the real Thinker).
     model.to_empty(device="cpu")
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -221,17 +240,17 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, st
 
 
 def _rebuild_buffers(model: Qwen3Omni) -> None:
-    """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and left
-    uninitialised by the meta-device build: each owning module recomputes its own."""
+    """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and
+    left uninitialised by the meta-device build: each owning module recomputes its own."""
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
             module.reset_buffers()
 
 
-# ---- writing ---------------------------------------------------------------------------------------------
+# ---- writing ------------------------------------------------------------------------------------
 
 def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> list[str]:
-    """Write config.json and the weights in HF's layout, sharded (with an index) above `max_shard_bytes`."""
+    """Write config.json and the weights in HF's layout, sharded above `max_shard_bytes`."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     model.config.save(out_dir)
@@ -258,5 +277,6 @@ def save(model: Qwen3Omni, out_dir, max_shard_bytes: int = 2 * 1024 ** 3) -> lis
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
+                  sort_keys=True)
     return names

@@ -1,25 +1,28 @@
-"""Generation: the Thinker's decoding loop and the unified `model.generate` with HF's thinker_* / talker_* options.
+"""Generation: the Thinker's decoding loop, and `model.generate` with HF's thinker_* options.
 
 Decoding with a KV cache has two phases (report section 2.1; the Thinker is a causal decoder):
 
-    prefill   the whole prompt in one forward pass: T_prompt positions, fills the cache with their keys/values
-    decode    one forward pass per new token: 1 position, attends to everything cached, appends its own K/V
+    prefill   the whole prompt in one forward pass: T_prompt positions, fills the cache with their
+              keys and values
+    decode    one forward pass per new token: 1 position, attends to everything cached, appends
+              its own K/V
 
-After each pass the last position's logits go through sampling.py (repetition penalty, temperature, top-k, top-p)
-to pick the next token. Positions: the prompt gets its TM-RoPE ids (rope.multimodal_position_ids; a left-padded
-row counts only its real tokens), and each new token takes the previous position + 1 on all three axes, as HF's
-generate does.
+After each pass the last position's logits go through sampling.py (repetition penalty, temperature,
+top-k, top-p) to pick the next token. Positions: the prompt gets its TM-RoPE ids
+(rope.multimodal_position_ids; a left-padded row counts only its real tokens), and each new token
+takes the previous position + 1 on all three axes, as HF's generate does.
 
 Speech (return_audio=True, report sections 2.4-2.5) chains three stages after the Thinker's loop:
 
     Thinker   generate text, keeping every pass's hidden states
-    Talker    prompt from those states (talker.build_prompt), then codebook-0 codes frame by frame, each frame
-              completed by the MTP code predictor (talker.talker_generate)
-    Code2Wav  codes (B, N, frames) -> 24 kHz waveform, decoded in chunks of 300 frames with 25 frames of context
+    Talker    prompt from those states (talker.build_prompt), then codebook-0 codes frame by frame,
+              each frame completed by the MTP code predictor (talker.talker_generate)
+    Code2Wav  codes (B, N, frames) -> 24 kHz waveform, decoded in chunks of 300 frames with 25
+              frames of context (code2wav.CHUNK_SIZE, LEFT_CONTEXT_SIZE)
 
 HF mirrors: GenerationMixin._sample (the loop), Qwen3OmniMoeThinkerForConditionalGeneration
-._prepare_position_ids_for_generation (positions) and Qwen3OmniMoeForConditionalGeneration.generate (option
-routing, the Talker hand-off, batched speech).
+._prepare_position_ids_for_generation (positions) and Qwen3OmniMoeForConditionalGeneration.generate
+(option routing, the Talker hand-off, batched speech).
 """
 from __future__ import annotations
 
@@ -28,23 +31,27 @@ from dataclasses import dataclass
 
 import torch
 
+from .code2wav import CHUNK_SIZE, LEFT_CONTEXT_SIZE
 from .layers import KVCache
 from .sampling import SamplingOptions, StopState, choose_next, process_logits
-from .talker import TalkerGeneration, TalkerPrompt, build_prompt, prompt_positions, suppressed_ids, talker_generate
+from .talker import (TalkerGeneration, TalkerPrompt, build_prompt, suppressed_ids,
+                     talker_generate, talker_position_ids)
 
-# HF's default for thinker_eos_token_id: Qwen's <|im_end|> id in the real vocabulary. Our tiny and demo
-# checkpoints have a small vocabulary, so with them pass thinker_eos_token_id=model.config.im_end_token_id.
+# HF's default for thinker_eos_token_id: Qwen's <|im_end|> id in the real vocabulary. Our tiny and
+# demo checkpoints have a small vocabulary, so with them pass
+# thinker_eos_token_id=model.config.im_end_token_id.
 HF_THINKER_EOS = 151645
-THINKER_OPTIONS = ("max_new_tokens", "eos_token_id", "pad_token_id", "do_sample", "temperature", "top_k", "top_p",
-                   "repetition_penalty", "generator", "output_hidden_states", "return_dict_in_generate")
-# talker_X options beyond the named ones of `generate` (HF passes any talker_X to the Talker's generate as X).
+THINKER_OPTIONS = ("max_new_tokens", "eos_token_id", "pad_token_id", "do_sample", "temperature",
+                   "top_k", "top_p", "repetition_penalty", "generator", "output_hidden_states",
+                   "return_dict_in_generate")
+# talker_X options beyond the named ones of `generate` (HF passes any talker_X to the Talker's
+# generate as X).
 TALKER_OPTIONS = ("eos_token_id", "pad_token_id", "suppress_tokens", "generator")
-CHUNK_SIZE, LEFT_CONTEXT = 300, 25          # HF generate's Code2Wav chunking (frames)
 
 
 @dataclass
 class StepRecord:
-    """One forward pass of the loop, for notebooks: what went in and what the cache held afterwards."""
+    """One forward pass of the loop, for notebooks: what went in and what the cache held after."""
     step: int             # 0 = prefill
     new_positions: int    # positions computed in this pass
     cache_length: int     # positions cached after it
@@ -54,8 +61,9 @@ class StepRecord:
 
 @dataclass
 class ThinkerGeneration:
-    """HF's GenerateDecoderOnlyOutput fields we fill: sequences (B, T_prompt + new) and, when asked, the hidden
-    states of every pass: one tuple per pass, each (embeddings, layer outputs..., final norm), as HF."""
+    """HF's GenerateDecoderOnlyOutput fields we fill: sequences (B, T_prompt + new) and, when
+    asked, the hidden states of every pass: one tuple per pass, each (embeddings, layer outputs...,
+    final norm), as HF."""
     sequences: torch.Tensor
     hidden_states: tuple | None = None
 
@@ -63,69 +71,75 @@ class ThinkerGeneration:
 @torch.no_grad()
 def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int | None = None,
-                     do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
-                     repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                     output_hidden_states: bool = False, return_dict_in_generate: bool = False,
-                     trace: list | None = None, **media):
-    """Prompt ids (B, T) -> (B, T + n) ids, n <= max_new_tokens (HF Thinker.generate for text prompts).
+                     do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50,
+                     top_p: float = 1.0, repetition_penalty: float = 1.0,
+                     generator: torch.Generator | None = None, output_hidden_states: bool = False,
+                     return_dict_in_generate: bool = False, trace: list | None = None, **media):
+    """Prompt ids (B, T) -> (B, T + n) ids, n <= max_new_tokens (HF Thinker.generate for text).
 
-    Stops when max_new_tokens are generated or every row has produced an eos id; finished rows are filled with
-    pad_token_id (default: the config's pad id, else the first eos id, as HF). `generator` (not an HF option)
-    makes sampling reproducible without seeding torch's global RNG. `trace`, if a list, receives one StepRecord
-    per forward pass."""
+    Stops when max_new_tokens are generated or every row has produced an eos id; finished rows are
+    filled with pad_token_id (default: the config's pad id, else the first eos id, as HF).
+    `generator` (not an HF option) makes sampling reproducible without seeding torch's global RNG.
+    `trace`, if a list, receives one StepRecord per forward pass."""
     if input_ids is None or input_ids.ndim != 2:
-        raise ValueError("thinker generation needs input_ids of shape (batch, seq): the token ids of the prompt")
+        raise ValueError("thinker generation needs input_ids of shape (batch, seq): the token ids "
+                         "of the prompt")
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a whole number >= 1")
     opts = SamplingOptions(do_sample, temperature, top_k, top_p, repetition_penalty)
     if pad_token_id is None:
         pad_token_id = thinker.config.text_config.pad_token_id
     B, T = input_ids.shape
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+    if attention_mask is None:
+        mask = torch.ones_like(input_ids)
+    else:
+        mask = attention_mask.to(input_ids.dtype)
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {tuple(mask.shape)} must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
     stop = StopState(B, eos_token_id, pad_token_id)
-    positions, _ = thinker.prompt_positions(input_ids, mask, **media)    # (3, B, T) TM-RoPE ids of the prompt
+    positions, _ = thinker.prompt_positions(input_ids, mask, **media)   # (3, B, T) TM-RoPE ids
     cache = KVCache()
     sequences, hidden = input_ids, [] if output_hidden_states else None
     step_ids = input_ids
     for step in range(max_new_tokens):
         t0 = time.perf_counter()
-        out = thinker(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=True, output_hidden_states=output_hidden_states, **media)
+        out = thinker(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+                      past_key_values=cache, use_cache=True,
+                      output_hidden_states=output_hidden_states, **media)
         if trace is not None:
-            trace.append(StepRecord(step, step_ids.shape[1], cache.length, cache.nbytes(), time.perf_counter() - t0))
+            trace.append(StepRecord(step, step_ids.shape[1], cache.length, cache.nbytes(),
+                                    time.perf_counter() - t0))
         if hidden is not None:
             hidden.append(out.hidden_states)
-        media = {}                                                       # media enter with the prompt only
-        scores = process_logits(out.logits[:, -1].float(), sequences, opts)   # (B, V)
+        media = {}                                          # media enter with the prompt only
+        scores = process_logits(out.logits[:, -1].float(), sequences, opts)          # (B, V)
         next_tokens = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
         sequences = torch.cat([sequences, next_tokens[:, None]], dim=1)
         if stop.update(next_tokens):
             break
-        step_ids = next_tokens[:, None]                                  # (B, 1): decode one position
-        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)            # (B, past + 1)
-        positions = positions[..., -1:] + 1                              # (3, B, 1): next position on every axis
+        step_ids = next_tokens[:, None]                     # (B, 1): decode one position
+        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)   # (B, past + 1)
+        positions = positions[..., -1:] + 1                 # (3, B, 1): the next on every axis
     if return_dict_in_generate:
         return ThinkerGeneration(sequences, tuple(hidden) if hidden is not None else None)
     return sequences
 
 
 class UnknownSpeakerError(ValueError, NotImplementedError):
-    """A speaker the checkpoint has no id for. HF raises NotImplementedError here; this is also a ValueError."""
+    """A speaker the checkpoint has no id for (HF raises NotImplementedError; this is both)."""
 
 
 @dataclass
 class Speech:
     """Everything the speech path made, for notebooks: `generate(..., return_audio=True)` returns
     (text_ids, wav) of this."""
-    text_ids: torch.Tensor            # (B, T + n) the Thinker's ids, prompt included
-    wav: torch.Tensor | list          # (1, 1, samples) for one row; a list of (samples,) per row for a batch
+    text_ids: torch.Tensor       # (B, T + n) the Thinker's ids, prompt included
+    wav: torch.Tensor | list     # (1, 1, samples) for one row; a list of (samples,) per row
     thinker: ThinkerGeneration
     prompt: TalkerPrompt
-    positions: torch.Tensor           # (3, B, L) the Talker prompt's TM-RoPE positions
-    talker: TalkerGeneration          # codebook-0 ids and codes (B, N, frames)
+    positions: torch.Tensor      # (3, B, L) the Talker prompt's TM-RoPE positions
+    talker: TalkerGeneration     # codebook-0 ids and codes (B, N, frames)
     speaker_id: int
 
 
@@ -134,34 +148,36 @@ def speaker_id_of(talker_config, speaker: str) -> int:
     table = talker_config.speaker_id or {}
     if not isinstance(speaker, str) or speaker.lower() not in table:
         names = ", ".join(sorted(table)) or "none (talker_config.speaker_id is empty)"
-        raise UnknownSpeakerError(f"speaker={speaker!r} is not in this checkpoint; its speakers are: {names}")
+        raise UnknownSpeakerError(f"speaker={speaker!r} is not in this checkpoint; its speakers "
+                                  f"are: {names}")
     return table[speaker.lower()]
 
 
 def _split_options(kwargs: dict, thinker_kwargs: dict, talker_kwargs: dict | None) -> None:
-    """Route generate's extra keywords: thinker_X -> the Thinker as X, talker_X -> the Talker as X (when speaking;
-    ignored otherwise, as in HF), token2wav_X -> nowhere (HF collects them but its Code2Wav call takes none),
-    anything else (attention_mask, media inputs) -> the Thinker."""
+    """Route generate's extra keywords: thinker_X -> the Thinker as X, talker_X -> the Talker as X
+    (when speaking; ignored otherwise, as in HF), token2wav_X -> nowhere (HF collects them but its
+    Code2Wav call takes none), anything else (attention_mask, media inputs) -> the Thinker."""
     for key, value in kwargs.items():
         if key.startswith("thinker_"):
             name = key[len("thinker_"):]
             if name not in THINKER_OPTIONS:
-                raise TypeError(f"{key}: omni_ref's Thinker loop does not know option {name!r}; it takes "
-                                f"{', '.join('thinker_' + o for o in THINKER_OPTIONS)}")
+                raise TypeError(f"{key}: omni_ref's Thinker loop does not know option {name!r}; "
+                                f"it takes {', '.join('thinker_' + o for o in THINKER_OPTIONS)}")
             thinker_kwargs[name] = value
         elif key.startswith("talker_"):
             name = key[len("talker_"):]
             if talker_kwargs is None:
                 continue
             if name not in TALKER_OPTIONS:
-                raise TypeError(f"{key}: omni_ref's Talker loop does not know option {name!r}; besides "
-                                f"talker_max_new_tokens / do_sample / top_k / top_p / temperature / "
-                                f"repetition_penalty it takes {', '.join('talker_' + o for o in TALKER_OPTIONS)}")
+                known = ", ".join("talker_" + o for o in TALKER_OPTIONS)
+                raise TypeError(f"{key}: omni_ref's Talker loop does not know option {name!r}; "
+                                f"besides talker_max_new_tokens / do_sample / top_k / top_p / "
+                                f"temperature / repetition_penalty it takes {known}")
             talker_kwargs[name] = value
         elif key.startswith("token2wav_"):
             continue
         else:
-            thinker_kwargs.setdefault(key, value)      # attention_mask and media inputs go to the Thinker
+            thinker_kwargs.setdefault(key, value)  # attention_mask and media inputs: the Thinker's
 
 
 def _check_count(name: str, value, least: int, why: str) -> None:
@@ -170,69 +186,84 @@ def _check_count(name: str, value, least: int, why: str) -> None:
 
 
 @torch.no_grad()
-def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan", use_audio_in_video: bool = False,
-             return_audio: bool | None = None, thinker_max_new_tokens: int = 1024,
-             thinker_eos_token_id=HF_THINKER_EOS, talker_max_new_tokens: int = 4096, talker_do_sample: bool = True,
+def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan",
+             use_audio_in_video: bool = False, return_audio: bool | None = None,
+             thinker_max_new_tokens: int = 1024, thinker_eos_token_id=HF_THINKER_EOS,
+             talker_max_new_tokens: int = 4096, talker_do_sample: bool = True,
              talker_top_k: int = 50, talker_top_p: float = 1.0, talker_temperature: float = 0.9,
-             talker_repetition_penalty: float = 1.05, generation_mode: str | None = None, **kwargs):
+             talker_repetition_penalty: float = 1.05, generation_mode: str | None = None,
+             **kwargs):
     """`model.generate`: HF Qwen3OmniMoeForConditionalGeneration.generate's signature and meaning.
 
-    thinker_X=value is passed to the Thinker's loop as X (thinker_do_sample, thinker_temperature, thinker_top_k,
-    thinker_top_p, thinker_repetition_penalty, thinker_pad_token_id, ...). return_audio=None means "speak if a
-    Talker is loaded"; with return_audio=False the result is the Thinker's ids, prompt included, as HF returns
-    them: (batch, prompt + new tokens). With return_audio=True it is (text_ids, wav): wav (1, 1, samples) at
-    24 kHz for one prompt, a list of 1D waveforms for a batch (see generate_speech). use_audio_in_video is
-    accepted for HF's signature; the prompt's tokens already say whether a video carries its sound."""
+    thinker_X=value is passed to the Thinker's loop as X (thinker_do_sample, thinker_temperature,
+    thinker_top_k, thinker_top_p, thinker_repetition_penalty, thinker_pad_token_id, ...).
+    return_audio=None means "speak if a Talker is loaded"; with return_audio=False the result is
+    the Thinker's ids, prompt included, as HF returns them: (batch, prompt + new tokens). With
+    return_audio=True it is (text_ids, wav): wav (1, 1, samples) at 24 kHz for one prompt, a list
+    of 1-D waveforms for a batch (see generate_speech). use_audio_in_video is accepted for HF's
+    signature; the prompt's tokens already say whether a video carries its sound."""
     if return_audio is None and generation_mode is not None:
         return_audio = generation_mode != "text"
-    has_talker = model.talker is not None and model.code2wav is not None and model.config.enable_audio_output
+    has_talker = (model.talker is not None and model.code2wav is not None
+                  and model.config.enable_audio_output)
     if return_audio and not has_talker:
         raise ValueError("return_audio=True needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav') (or pass return_audio=False for text only)")
+                         "components=('thinker', 'talker', 'code2wav') (or pass "
+                         "return_audio=False for text only)")
     if return_audio is None:
         return_audio = has_talker
     if model.thinker is None:
-        raise ValueError("generate needs the Thinker: load the model with 'thinker' among its components")
+        raise ValueError("generate needs the Thinker: load the model with 'thinker' among its "
+                         "components")
 
     if return_audio:
-        speech = generate_speech(model, input_ids, speaker, thinker_max_new_tokens, thinker_eos_token_id,
-                                 talker_max_new_tokens, talker_do_sample, talker_top_k, talker_top_p,
-                                 talker_temperature, talker_repetition_penalty, **kwargs)
+        speech = generate_speech(model, input_ids, speaker, thinker_max_new_tokens,
+                                 thinker_eos_token_id, talker_max_new_tokens, talker_do_sample,
+                                 talker_top_k, talker_top_p, talker_temperature,
+                                 talker_repetition_penalty, **kwargs)
         return speech.text_ids, speech.wav
-    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens, "eos_token_id": thinker_eos_token_id}
+    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens,
+                      "eos_token_id": thinker_eos_token_id}
     _split_options(kwargs, thinker_kwargs, None)
     return thinker_generate(model.thinker, input_ids, **thinker_kwargs)
 
 
 @torch.no_grad()
-def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan", thinker_max_new_tokens: int = 1024,
-                    thinker_eos_token_id=HF_THINKER_EOS, talker_max_new_tokens: int = 4096,
-                    talker_do_sample: bool = True, talker_top_k: int = 50, talker_top_p: float = 1.0,
+def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan",
+                    thinker_max_new_tokens: int = 1024, thinker_eos_token_id=HF_THINKER_EOS,
+                    talker_max_new_tokens: int = 4096, talker_do_sample: bool = True,
+                    talker_top_k: int = 50, talker_top_p: float = 1.0,
                     talker_temperature: float = 0.9, talker_repetition_penalty: float = 1.05,
                     talker_output_logits: bool = False, **kwargs) -> Speech:
-    """The speech path of `generate`, returning every intermediate (Speech). Same options as generate;
-    talker_output_logits=True also keeps the Talker's and the MTP's raw logits of every step.
+    """The speech path of `generate`, returning every intermediate (Speech). Same options as
+    generate; talker_output_logits=True also keeps the Talker's and the MTP's raw logits of every
+    step.
 
     Talker options as HF sets them: eos = codec eos, suppress = the control ids except eos
-    (talker.suppressed_ids), repetition penalty over the codes chosen so far; the MTP samples (top-k 50, top-p
-    0.8) exactly when the Talker does, so talker_do_sample=False makes the whole run greedy."""
+    (talker.suppressed_ids), repetition penalty over the codes chosen so far; the MTP samples
+    (top-k 50, top-p 0.8) exactly when the Talker does, so talker_do_sample=False makes the whole
+    run greedy."""
     if model.talker is None or model.code2wav is None:
-        raise ValueError("speech needs the Talker and Code2Wav: load the model with components=('thinker', "
-                         "'talker', 'code2wav')")
+        raise ValueError("speech needs the Talker and Code2Wav: load the model with "
+                         "components=('thinker', 'talker', 'code2wav')")
     cfg = model.config
-    kc = cfg.talker_config
-    kc.check_codec_ids()
-    speaker_id = speaker_id_of(kc, speaker)
+    talker_cfg = cfg.talker_config
+    talker_cfg.check_codec_ids()
+    speaker_id = speaker_id_of(talker_cfg, speaker)
     if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
         shape = None if input_ids is None else tuple(input_ids.shape)
-        raise ValueError(f"speech needs a chat prompt: input_ids of shape (batch, seq) with seq > 0, got {shape}; "
-                         f"build it with Processor.apply_chat_template(..., add_generation_prompt=True)")
+        raise ValueError(f"speech needs a chat prompt: input_ids of shape (batch, seq) with "
+                         f"seq > 0, got {shape}; build it with "
+                         f"Processor.apply_chat_template(..., add_generation_prompt=True)")
     _check_count("thinker_max_new_tokens", thinker_max_new_tokens, 2,
                  ": the Talker's prompt takes the first answer token, and speech needs one more")
     _check_count("talker_max_new_tokens", talker_max_new_tokens, 2,
-                 ": a frame's codes are complete only when the step after its codebook-0 code has run")
-    talker_kwargs = {"eos_token_id": kc.codec_eos_token_id, "suppress_tokens": suppressed_ids(kc)}
-    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens, "eos_token_id": thinker_eos_token_id}
+                 ": a frame's codes are complete only when the step after its codebook-0 code "
+                 "has run")
+    talker_kwargs = {"eos_token_id": talker_cfg.codec_eos_token_id,
+                     "suppress_tokens": suppressed_ids(talker_cfg)}
+    thinker_kwargs = {"max_new_tokens": thinker_max_new_tokens,
+                      "eos_token_id": thinker_eos_token_id}
     _split_options(kwargs, thinker_kwargs, talker_kwargs)
     opts = SamplingOptions(talker_do_sample, talker_temperature, talker_top_k, talker_top_p,
                            talker_repetition_penalty)
@@ -240,38 +271,47 @@ def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan", thin
     thinker_kwargs.update(output_hidden_states=True, return_dict_in_generate=True)
     result = thinker_generate(model.thinker, input_ids, **thinker_kwargs)
     prompt = build_prompt(cfg, model.talker, model.thinker.model.embed_tokens, input_ids,
-                          thinker_kwargs.get("attention_mask"), result.sequences, result.hidden_states, speaker_id,
-                          thinker_kwargs.get("eos_token_id"))
-    # HF hands the Talker the grids and audio lengths (not use_audio_in_video) for its TM-RoPE positions.
+                          thinker_kwargs.get("attention_mask"), result.sequences,
+                          result.hidden_states, speaker_id, thinker_kwargs.get("eos_token_id"))
+    # HF hands the Talker the grids and audio lengths (not use_audio_in_video) for its TM-RoPE
+    # positions.
     feature_mask = kwargs.get("feature_attention_mask")
-    positions = prompt_positions(prompt, kc, kwargs.get("image_grid_thw"), kwargs.get("video_grid_thw"),
-                                 feature_mask.sum(1) if feature_mask is not None else None,
-                                 kwargs.get("video_second_per_grid"))
+    audio_lengths = feature_mask.sum(1) if feature_mask is not None else None
+    positions = talker_position_ids(prompt, talker_cfg, kwargs.get("image_grid_thw"),
+                                    kwargs.get("video_grid_thw"), audio_lengths,
+                                    kwargs.get("video_second_per_grid"))
     talker = talker_generate(model.talker, prompt, positions, talker_max_new_tokens, opts,
                              output_logits=talker_output_logits, **talker_kwargs)
-    wav = codes_to_wav(model.code2wav, talker.codes, talker.sequences, talker_kwargs["eos_token_id"])
+    wav = codes_to_wav(model.code2wav, talker.codes, talker.sequences,
+                       talker_kwargs["eos_token_id"])
     return Speech(result.sequences, wav, result, prompt, positions, talker, speaker_id)
 
 
 def codes_to_wav(code2wav, codes: torch.Tensor, sequences: torch.Tensor, eos_token_id):
     """Codes (B, N, frames) -> waveform(s), as HF's generate ends.
 
-    One row: chunked_decode of every frame, (1, 1, samples). A batch decodes together (Code2Wav is causal, so a
-    row's audio does not depend on what follows it): frames from each row's codec eos on are set to code 0 (they
-    are padding, not codes), and each row's wave is cut to its own length, allowing for the samples each chunk
-    loses at its start (code2wav.chunked_decode). Returns a list of (samples,) tensors."""
+    One row: chunked_decode of every frame, (1, 1, samples). A batch decodes together (Code2Wav is
+    causal, so a row's audio does not depend on what follows it): frames from each row's codec eos
+    on are set to code 0 (they are padding, not codes), and each row's wave is cut to its own
+    length, allowing for the samples each chunk loses at its start (code2wav.chunked_decode).
+    Returns a list of (samples,) tensors."""
     B, _, n = codes.shape
     if n == 0:
-        raise ValueError("the Talker produced no codec frame (codec eos came first): there is nothing to decode; "
-                         "try another prompt or sampling settings")
+        raise ValueError("the Talker produced no codec frame (codec eos came first): there is "
+                         "nothing to decode; try another prompt or sampling settings")
     if B == 1:
-        return code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE, left_context_size=LEFT_CONTEXT).float()
+        wav = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
+                                      left_context_size=LEFT_CONTEXT_SIZE)
+        return wav.float()
     is_eos = torch.isin(sequences[:, :n], torch.as_tensor(eos_token_id).flatten())
-    lengths = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values              # (B,) frames per row
-    codes = codes.masked_fill((torch.arange(n)[None] >= lengths[:, None])[:, None, :], 0)
-    wavs = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE, left_context_size=LEFT_CONTEXT)   # (B, 1, S)
+    lengths = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values   # (B,) frames per row
+    padding = (torch.arange(n)[None] >= lengths[:, None])[:, None, :]      # (B, 1, n)
+    codes = codes.masked_fill(padding, 0)
+    wavs = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
+                                   left_context_size=LEFT_CONTEXT_SIZE)    # (B, 1, S)
     per_frame = int(code2wav.total_upsample)
     chunks = (n + CHUNK_SIZE - 1) // CHUNK_SIZE
-    lost_per_chunk = (n * per_frame - wavs.shape[-1]) // chunks                       # measured, not assumed
-    keep = lengths * per_frame - lost_per_chunk * ((lengths + CHUNK_SIZE - 1) // CHUNK_SIZE)   # (B,) samples
+    lost_per_chunk = (n * per_frame - wavs.shape[-1]) // chunks           # measured, not assumed
+    chunks_per_row = (lengths + CHUNK_SIZE - 1) // CHUNK_SIZE              # (B,)
+    keep = lengths * per_frame - lost_per_chunk * chunks_per_row           # (B,) samples
     return [w[..., :k].reshape(-1).float() for w, k in zip(wavs, keep.tolist())]

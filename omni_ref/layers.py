@@ -1,13 +1,17 @@
-"""Building blocks shared by every decoder in Qwen3-Omni: RMSNorm, attention, the SwiGLU MLP, a decoder layer.
+"""Building blocks of every decoder in Qwen3-Omni: RMSNorm, attention, SwiGLU, a decoder layer.
 
-The Thinker's text decoder, the Talker, the MTP code predictor and Code2Wav's pre-transformer are all the same
-pre-norm transformer layer (Qwen3 architecture) with different widths and a different feed-forward part:
+The Thinker's text decoder, the Talker, the MTP code predictor and Code2Wav's pre-transformer are
+all the same pre-norm transformer layer (Qwen3 architecture) with different widths and a different
+feed-forward part:
 
     x = x + attn(rms_norm(x))          # grouped-query attention, optional per-head QK-norm
     x = x + ffn(rms_norm(x))           # dense SwiGLU, or a mixture of experts (moe.py)
 
+Rotary position embedding, which attention applies to its queries and keys, lives in rope.py.
+
 HF mirrors: Qwen3OmniMoeThinkerTextRMSNorm, Qwen3OmniMoeThinkerTextAttention, Qwen3OmniMoeMLP,
-Qwen3OmniMoeThinkerTextDecoderLayer. Parameter names follow HF's checkpoint keys so the key map stays short.
+Qwen3OmniMoeThinkerTextDecoderLayer. Parameter names follow HF's checkpoint keys so the key map
+stays short.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rope import apply_rotary
+
+# The activations a config's hidden_act / activation_function may name (config.py checks it).
 ACTIVATIONS = {
     "silu": F.silu,
     "gelu": F.gelu,                                               # exact erf form
@@ -25,59 +32,34 @@ ACTIVATIONS = {
 }
 
 
-# ---- rotary position embedding (Su et al. 2021, RoFormer) ---------------------------------------------------
+# ---- attention inside segments (encoders) ------------------------------------------------------
 
-def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """Frequencies of the head_dim/2 rotating pairs: theta^(-2i/d), fastest first. (head_dim/2,)"""
-    return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      lengths: list[int]) -> torch.Tensor:
+    """Attention within consecutive segments only: q, k, v (heads, T, d); T = sum(lengths).
 
-
-def rotary_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype=torch.float32):
-    """1D rotary tables for integer positions (B, T) -> cos, sin of shape (B, T, head_dim).
-
-    The angle table is duplicated along the last axis because `rotate_half` pairs dimension i with i + d/2."""
-    angles = positions[..., None].float() * inv_freq.float()      # (B, T, d/2)
-    angles = torch.cat([angles, angles], dim=-1)                  # (B, T, d)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last axis: a 90-degree turn of every pair (i, i + d/2)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair of x (B, heads, T, d) by its position's angle; cos, sin are (B, T, d)."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
-
-
-# ---- attention inside segments (encoders) --------------------------------------------------------------------
-
-def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Bidirectional attention inside consecutive segments only: q, k, v (heads, T, d), `lengths` sum to T.
-
-    Tokens of different segments (audio windows, image frames) never see each other. Computing each segment on
-    its own is what HF's eager path does (its `cu_seqlens` are the cumulative `lengths`), and it costs
-    sum(len^2) instead of T^2 for one big block-diagonal mask."""
+    Tokens of different segments (audio windows, image frames) never see each other. Computing
+    each segment on its own is what HF's eager path does (its `cu_seqlens` are the cumulative
+    `lengths`), and it costs sum(len^2) instead of T^2 for one big block-diagonal mask."""
     outs = []
     for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1)):
-        scores = qs @ ks.transpose(1, 2) * qs.shape[-1] ** -0.5                  # (heads, len, len)
+        scores = qs @ ks.transpose(1, 2) * qs.shape[-1] ** -0.5             # (heads, len, len)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qs.dtype)
-        outs.append(probs @ vs)                                                  # (heads, len, d)
-    return torch.cat(outs, dim=1)                                                # (heads, T, d)
+        outs.append(probs @ vs)                                             # (heads, len, d)
+    return torch.cat(outs, dim=1)                                           # (heads, T, d)
 
 
-# ---- masks -------------------------------------------------------------------------------------------------
+# ---- masks -------------------------------------------------------------------------------------
 
 def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tensor | None = None,
                 sliding_window: int | None = None, device=None) -> torch.Tensor:
-    """Additive attention mask (B or 1, 1, q_len, kv_len): 0 where a query may look, a huge negative elsewhere.
+    """Additive attention mask (B or 1, 1, q_len, kv_len): 0 where a query may look, else -huge.
 
-    The queries are the last q_len of kv_len positions (earlier ones are in the KV cache). A key is visible if
-    it is not in the future, not padding (padding: (B, kv_len) with 1 = real token), and, with a sliding
-    window w, fewer than w positions back. We add finfo.min rather than -inf, as HF's eager path does, so that a
-    fully masked row (a padding query) gives a uniform softmax instead of NaN.
+    The queries are the last q_len of kv_len positions (earlier ones are in the KV cache). A key is
+    visible if it is not in the future, not padding (padding: (B, kv_len) with 1 = real token),
+    and, with a sliding window w, fewer than w positions back. We add finfo.min rather than -inf,
+    as HF's eager path does, so that a fully masked row (a padding query) gives a uniform softmax
+    instead of NaN.
     """
     q_idx = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
     k_idx = torch.arange(kv_len, device=device)[None, :]
@@ -92,10 +74,10 @@ def causal_mask(q_len: int, kv_len: int, dtype: torch.dtype, padding: torch.Tens
 
 
 class KVCache:
-    """Keys and values of every layer seen so far: list of (B, kv_heads, T, head_dim) pairs, grown by cat.
+    """Keys and values of every layer so far: (B, kv_heads, T, head_dim) pairs, grown by cat.
 
-    The simplest cache that is correct; HF's DynamicCache does the same. `length` is the number of cached
-    positions, i.e. where the next token's position starts in plain text decoding."""
+    The simplest cache that is correct; HF's DynamicCache does the same. `length` is the number of
+    cached positions, i.e. where the next token's position starts in plain text decoding."""
 
     def __init__(self):
         self.keys: list[torch.Tensor] = []
@@ -105,21 +87,22 @@ class KVCache:
     def length(self) -> int:
         return self.keys[0].shape[2] if self.keys else 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        if layer == len(self.keys):                     # first call for this layer
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Append k, v (B, kv_heads, T, d) to layer `layer_idx`'s cache; return all of them."""
+        if layer_idx == len(self.keys):                 # the first call for this layer
             self.keys.append(k)
             self.values.append(v)
         else:
-            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
-            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
-        return self.keys[layer], self.values[layer]
+            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], k], dim=2)
+            self.values[layer_idx] = torch.cat([self.values[layer_idx], v], dim=2)
+        return self.keys[layer_idx], self.values[layer_idx]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): x / rms(x) * weight, no mean subtraction, no bias."""
+    """Root-mean-square norm (Zhang & Sennrich 2019): x / rms(x) * weight; no mean, no bias."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -127,7 +110,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 (a bf16 mean of squares loses too much), multiply by the weight in the input dtype.
+        # Normalise in fp32 (a bf16 mean of squares loses too much), multiply by the weight in the
+        # input dtype.
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -135,11 +119,12 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with grouped K/V heads and, in Qwen3 decoders, an RMSNorm on each query and key
-    head (QK-norm) applied before the rotary embedding.
+    """Multi-head attention with grouped K/V heads and, in Qwen3 decoders, an RMSNorm on each query
+    and key head (QK-norm) applied before the rotary embedding.
 
-    q_proj: (hidden -> heads * head_dim); k_proj, v_proj: (hidden -> kv_heads * head_dim). Note that
-    heads * head_dim need not equal hidden: the real Thinker attends in 32 x 128 = 4096 dims from a 2048 stream.
+    q_proj: (hidden -> heads * head_dim); k_proj, v_proj: (hidden -> kv_heads * head_dim). Note
+    that heads * head_dim need not equal hidden: the real Thinker attends in 32 x 128 = 4096 dims
+    from a 2048-wide stream.
     """
 
     def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool = False,
@@ -150,35 +135,66 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(heads * head_dim, hidden, bias=bias)
-        self.q_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()   # per head: weight is (head_dim,)
+        # Per head: each norm's weight is (head_dim,), shared by all heads.
+        self.q_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
-        self.last_probs: torch.Tensor | None = None    # filled when forward(..., keep_probs=True), for plots
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0, keep_probs: bool = False) -> torch.Tensor:
-        """x (B, T, hidden); cos, sin (B, T, head_dim) for these T positions; mask (B|1, 1, T, T_past + T)."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer_idx: int = 0) -> torch.Tensor:
+        """x (B, T, hidden) -> (B, T, hidden). cos, sin (B, T, head_dim) for these T positions;
+        mask (B or 1, 1, T, S) with S = cached + new positions; `layer_idx` picks this layer's
+        entry of the cache. H = heads, Hkv = kv_heads, d = head_dim."""
         B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.heads, self.head_dim)).transpose(1, 2)     # (B, H, T, d)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, d)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)               # (B, Hkv, T, d)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is not None:                      # keys/values of earlier positions join the new ones
-            k, v = cache.update(layer, k, v)                                                       # (B, Hkv, S, d)
-        # Grouped-query attention: each K/V head serves heads // kv_heads query heads.
+
+        # 1. Project the input to queries, keys and values.
+        q = self.q_proj(x)                                       # (B, T, H * d)
+        k = self.k_proj(x)                                       # (B, T, Hkv * d)
+        v = self.v_proj(x)                                       # (B, T, Hkv * d)
+
+        # 2. Split the last axis into heads.
+        q = q.view(B, T, self.heads, self.head_dim)              # (B, T, H, d)
+        k = k.view(B, T, self.kv_heads, self.head_dim)           # (B, T, Hkv, d)
+        v = v.view(B, T, self.kv_heads, self.head_dim)           # (B, T, Hkv, d)
+
+        # 3. QK-norm: an RMSNorm over each query and key head (Qwen3), before the rotation.
+        q = self.q_norm(q)
+        k = self.k_norm(k)
+
+        # 4. Heads first, so that each head attends on its own.
+        q = q.transpose(1, 2)                                    # (B, H, T, d)
+        k = k.transpose(1, 2)                                    # (B, Hkv, T, d)
+        v = v.transpose(1, 2)                                    # (B, Hkv, T, d)
+
+        # 5. Rotary position embedding: turn queries and keys by their positions' angles.
+        q = apply_rotary(q, cos, sin)
+        k = apply_rotary(k, cos, sin)
+
+        # 6. KV cache: the keys and values of earlier positions join the new ones.
+        if cache is not None:
+            k, v = cache.update(layer_idx, k, v)                 # (B, Hkv, S, d)
+
+        # 7. Grouped-query attention: each K/V head serves heads // kv_heads query heads.
         group = self.heads // self.kv_heads
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)                # (B, H, S, d)
-        scores = q @ k.transpose(2, 3) * self.head_dim ** -0.5                                     # (B, H, T, S)
+        k = k.repeat_interleave(group, dim=1)                    # (B, H, S, d)
+        v = v.repeat_interleave(group, dim=1)                    # (B, H, S, d)
+
+        # 8. Scaled dot-product scores, the mask added, softmax in fp32.
+        scores = q @ k.transpose(2, 3) * self.head_dim ** -0.5   # (B, H, T, S)
         if mask is not None:
             scores = scores + mask
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        self.last_probs = probs.detach() if keep_probs else None
-        out = (probs @ v).transpose(1, 2).reshape(B, T, self.heads * self.head_dim)               # (B, T, H*d)
-        return self.o_proj(out)
+
+        # 9. Mix the values, put the heads side by side again, project back to the stream.
+        out = probs @ v                                          # (B, H, T, d)
+        out = out.transpose(1, 2)                                # (B, T, H, d)
+        out = out.reshape(B, T, self.heads * self.head_dim)      # (B, T, H * d)
+        return self.o_proj(out)                                  # (B, T, hidden)
 
 
 class SwiGLU(nn.Module):
-    """Dense gated feed-forward: down(act(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants"); act is the config's
-    hidden_act, SiLU in every Qwen3-Omni config (hence the name)."""
+    """Dense gated feed-forward: down(act(gate(x)) * up(x)) (Shazeer 2020, "GLU Variants"); act is
+    the config's hidden_act, SiLU in every Qwen3-Omni config (hence the name)."""
 
     def __init__(self, hidden: int, intermediate: int, act: str = "silu"):
         super().__init__()
@@ -194,8 +210,8 @@ class SwiGLU(nn.Module):
 class DecoderLayer(nn.Module):
     """One pre-norm transformer layer; `mlp` is a SwiGLU or a sparse MoE block.
 
-    An MoE block returns (output, routing statistics); the layer passes the statistics up (None when dense), so
-    a caller can plot routing without hooks."""
+    An MoE block returns (output, routing statistics); the layer passes the statistics up (None
+    when dense), so a caller can plot routing without hooks."""
 
     def __init__(self, attn: Attention, mlp: nn.Module, hidden: int, eps: float):
         super().__init__()
@@ -204,18 +220,20 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(hidden, eps)
         self.post_attention_layernorm = RMSNorm(hidden, eps)
 
-    def forward(self, x, cos, sin, mask=None, cache=None, layer=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+    def forward(self, x, cos, sin, mask=None, cache=None, layer_idx=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
         out = self.mlp(self.post_attention_layernorm(x))
         out, routing = out if isinstance(out, tuple) else (out, None)
         return x + out, routing
 
 
 def decoder_layers(cfg, make_mlp) -> nn.ModuleList:
-    """The layer stack of a Qwen3 decoder config (TextConfig, TalkerTextConfig, CodePredictorConfig)."""
-    return nn.ModuleList(
-        DecoderLayer(
-            Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim,
-                      bias=cfg.attention_bias, qk_norm=True, eps=cfg.rms_norm_eps),
-            make_mlp(i), cfg.hidden_size, cfg.rms_norm_eps)
-        for i in range(cfg.num_hidden_layers))
+    """The layer stack of a Qwen3 decoder config (TextConfig, TalkerTextConfig,
+    CodePredictorConfig); make_mlp(i) builds layer i's feed-forward block. QK-norm is on in all
+    three: HF's Qwen3 attention has no switch for it."""
+    def attention():
+        return Attention(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
+                         cfg.resolved_head_dim, bias=cfg.attention_bias, qk_norm=True,
+                         eps=cfg.rms_norm_eps)
+    return nn.ModuleList(DecoderLayer(attention(), make_mlp(i), cfg.hidden_size, cfg.rms_norm_eps)
+                         for i in range(cfg.num_hidden_layers))

@@ -1,7 +1,7 @@
 """The assembled model: Thinker + Talker + Code2Wav, any of which may be left out.
 
-HF mirror: Qwen3OmniMoeForConditionalGeneration. A component that is not loaded is `None`, so a text-only
-Thinker costs no Talker or Code2Wav memory (the report's "disable the talker" option).
+HF mirror: Qwen3OmniMoeForConditionalGeneration. A component that is not loaded is `None`, so a
+text-only Thinker costs no Talker or Code2Wav memory (the report's "disable the talker" option).
 """
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def check_components(components) -> tuple[str, ...]:
 
 
 class Qwen3Omni(nn.Module):
+    """The whole model (HF Qwen3OmniMoeForConditionalGeneration; report section 2, the
+    Thinker-Talker architecture): text, images, video and sound in; text and speech out.
+
+        thinker    Thinker     encoders + MoE text decoder -> the answer's text    (thinker.py)
+        talker     Talker      the Thinker's states -> codec codes, 80 ms a frame  (talker.py)
+        code2wav   Code2Wav    codec codes -> 24 kHz waveform                      (code2wav.py)
+
+    Build it from a checkpoint with `omni_ref.load(dir, components=...)`; `generate` is HF's
+    generate (generate.py)."""
+
     def __init__(self, config: OmniConfig, components=COMPONENTS):
         super().__init__()
         self.config = config
@@ -39,7 +49,7 @@ class Qwen3Omni(nn.Module):
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
 
     def generate(self, input_ids=None, **kwargs):
-        """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning (generate.py)."""
+        """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning."""
         return _generate(self, input_ids, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
@@ -56,10 +66,11 @@ class Qwen3Omni(nn.Module):
 def init_random_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> None:
     """Fill every parameter from a seeded generator, the same values on every machine.
 
-    Each tensor gets its own generator, seeded from (seed, parameter name), so a value does not depend on
-    which other components exist or in which order they are visited. Unlike a training init, norm weights,
-    biases, layer scales and Snake parameters are perturbed away from their neutral values (1, 0, ...): a
-    parity test with all-ones norms and zero biases could not notice a norm or a bias applied wrongly.
+    Each tensor gets its own generator, seeded from (seed, parameter name), so a value does not
+    depend on which other components exist or in which order they are visited. Unlike a training
+    init, norm weights, biases, layer scales and Snake parameters are perturbed away from their
+    neutral values (1, 0, ...): a parity test with all-ones norms and zero biases could not notice
+    a norm or a bias applied wrongly.
     """
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -69,7 +80,7 @@ def init_random_weights(model: nn.Module, seed: int = 0, std: float = 0.02) -> N
             is_norm = p.ndim == 1 and ("norm" in name or ".ln_" in name)
             if leaf in ("alpha", "beta"):                     # SnakeBeta log-parameters
                 value = 0.1 * noise
-            elif leaf in ("scale", "gamma"):                  # layer scale / ConvNeXt gamma: keep them small
+            elif leaf in ("scale", "gamma"):        # layer scale / ConvNeXt gamma: keep them small
                 value = p.detach().float().abs().clamp_min(1e-2) * (1 + 0.1 * noise)
             elif is_norm:
                 value = 1 + 0.1 * noise if leaf == "weight" else 0.02 * noise

@@ -1,19 +1,21 @@
-"""Choosing the next token from the logits: the logits processors HF's generate applies, in HF's order.
+"""Choosing the next token from the logits: HF generate's logits processors, in HF's order.
 
     scores = logits of the last position, in fp32                        (B, V)
     1. repetition penalty   every id already in the sequence (prompt included) is made less likely:
                             a positive score is divided by the penalty, a negative one multiplied
     -- only when sampling (do_sample=True): --
     2. temperature          scores / T: T < 1 sharpens the distribution, T > 1 flattens it
-    3. top-k                keep the k highest scores (ties with the k-th are kept), the rest -> -inf
+    3. top-k                keep the k highest scores (ties with the k-th are kept), the rest
+                            -> -inf
     4. top-p (nucleus)      keep the smallest set of top tokens whose probability reaches p
     then: greedy = argmax of the scores; sampling = one draw from softmax(scores)
 
-HF mirrors: RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-(transformers/generation/logits_process.py) and the token choice in GenerationMixin._sample. The defaults are
-HF's global generation defaults (temperature 1, top_k 50, top_p 1, repetition penalty 1, greedy): note that
-top_k=50 is therefore active whenever you sample without naming top_k, exactly as in HF. A penalty of 1, a
-temperature of 1, top_k of 0/None and top_p of 1 switch the corresponding step off.
+HF mirrors: RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+TopPLogitsWarper (transformers/generation/logits_process.py) and the token choice in
+GenerationMixin._sample. The defaults are HF's global generation defaults (temperature 1, top_k 50,
+top_p 1, repetition penalty 1, greedy): note that top_k=50 is therefore active whenever you sample
+without naming top_k, exactly as in HF. A penalty of 1, a temperature of 1, top_k of 0/None and
+top_p of 1 switch the corresponding step off.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 
 @dataclass
 class SamplingOptions:
-    """HF generation options, by HF's names (the Thinker takes them prefixed: thinker_do_sample, ...)."""
+    """HF generation options, by HF's names (prefixed for the Thinker: thinker_do_sample, ...)."""
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = 50
@@ -35,22 +37,26 @@ class SamplingOptions:
         def bad(name, value, rule):
             raise ValueError(f"{name}={value!r}: {rule}")
         if not (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0):
-            bad("repetition_penalty", self.repetition_penalty, "must be a number > 0 (1.0 = no penalty)")
+            bad("repetition_penalty", self.repetition_penalty, "must be a number > 0 (1.0 = no "
+                                                               "penalty)")
         if not self.do_sample:
             return                        # greedy ignores temperature / top-k / top-p, as HF does
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            bad("temperature", self.temperature, "must be > 0 when sampling; for greedy decoding set do_sample=False")
+            bad("temperature", self.temperature, "must be > 0 when sampling; for greedy decoding "
+                                                 "set do_sample=False")
         if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 0):
             bad("top_k", self.top_k, "must be a whole number >= 0 (0 or None = no top-k filter)")
         if not (isinstance(self.top_p, (int, float)) and 0 <= self.top_p <= 1):
             bad("top_p", self.top_p, "must be between 0 and 1 (1.0 = no nucleus filter)")
 
 
-# ---- the processors (each (B, V) -> (B, V), never in place) -------------------------------------------------
+# ---- the processors (each (B, V) -> (B, V), never in place) -------------------------------------
 
-def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Scores of the ids present in input_ids (B, L) are divided (if > 0) or multiplied (if < 0) by `penalty`,
-    once per id however often it occurs. Every id counts, left padding included, as in HF."""
+def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
+                             penalty: float) -> torch.Tensor:
+    """Scores of the ids present in input_ids (B, L) are divided (if > 0) or multiplied (if < 0) by
+    `penalty`, once per id however often it occurs. Every id counts, left padding included, as in
+    HF."""
     seen = scores.gather(1, input_ids)                                   # (B, L)
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
     return scores.scatter(1, input_ids, seen)
@@ -61,23 +67,26 @@ def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def apply_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
-    kth = torch.topk(scores, min(top_k, scores.shape[-1]), dim=-1).values[..., -1:]   # (B, 1) k-th best score
+    k = min(top_k, scores.shape[-1])
+    kth = torch.topk(scores, k, dim=-1).values[..., -1:]        # (B, 1): the k-th best score
     return scores.masked_fill(scores < kth, float("-inf"))
 
 
 def apply_top_p(scores: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """Nucleus filter. Sorting ascending and dropping tokens while the cumulative probability stays <= 1 - p
-    keeps exactly the most probable tokens whose total reaches p (HF's formulation, ties included)."""
+    """Nucleus filter. Sorting ascending and dropping tokens while the cumulative probability stays
+    <= 1 - p keeps exactly the most probable tokens whose total reaches p (HF's formulation, ties
+    included)."""
     sorted_scores, order = torch.sort(scores, descending=False)         # (B, V) least likely first
     cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
     drop_sorted = cumulative <= (1 - top_p)
-    drop_sorted[..., -min_tokens_to_keep:] = False                     # always keep the best token(s)
+    drop_sorted[..., -min_tokens_to_keep:] = False                  # always keep the best token(s)
     drop = drop_sorted.scatter(1, order, drop_sorted)                  # back to vocabulary order
     return scores.masked_fill(drop, float("-inf"))
 
 
-def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, opts: SamplingOptions) -> torch.Tensor:
-    """All active processors in HF's order. scores (B, V) fp32 logits of the next position; input_ids (B, L)."""
+def process_logits(scores: torch.Tensor, input_ids: torch.Tensor,
+                   opts: SamplingOptions) -> torch.Tensor:
+    """All active processors in HF's order: scores (B, V) fp32 next-token logits; ids (B, L)."""
     if opts.repetition_penalty != 1.0:
         scores = apply_repetition_penalty(scores, input_ids, opts.repetition_penalty)
     if opts.do_sample:
@@ -90,16 +99,18 @@ def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, opts: Sampling
     return scores
 
 
-def choose_next(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, V) processed scores -> (B,) next token ids: argmax, or one multinomial draw from softmax(scores).
-    Without a generator the draw uses torch's global RNG, as HF does (so torch.manual_seed reproduces HF)."""
+def choose_next(scores: torch.Tensor, do_sample: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V) processed scores -> (B,) next token ids: argmax, or one multinomial draw from
+    softmax(scores). Without a generator the draw uses torch's global RNG, as HF does (so
+    torch.manual_seed reproduces HF)."""
     if not do_sample:
         return scores.argmax(dim=-1)
     probs = torch.softmax(scores, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
-# ---- stopping -----------------------------------------------------------------------------------------------
+# ---- stopping -----------------------------------------------------------------------------------
 
 def eos_ids(eos_token_id) -> torch.Tensor | None:
     """None, an int or a list of ints -> 1D tensor of stop ids (or None)."""
@@ -112,12 +123,15 @@ def eos_ids(eos_token_id) -> torch.Tensor | None:
 
 
 class StopState:
-    """Which rows of a batch are still generating. A row that produced an eos id is finished; from then on it
-    receives `pad_token_id` (default: the first eos id, as HF) while the other rows go on."""
+    """Which rows of a batch are still generating. A row that produced an eos id is finished; from
+    then on it receives `pad_token_id` (default: the first eos id, as HF) while the other rows go
+    on."""
 
     def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None):
         self.eos = eos_ids(eos_token_id)
-        self.pad = pad_token_id if pad_token_id is not None else (int(self.eos[0]) if self.eos is not None else None)
+        if pad_token_id is None and self.eos is not None:
+            pad_token_id = int(self.eos[0])
+        self.pad = pad_token_id
         self.unfinished = torch.ones(batch, dtype=torch.bool)
 
     def fill_finished(self, next_tokens: torch.Tensor) -> torch.Tensor:

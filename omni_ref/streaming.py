@@ -1,14 +1,16 @@
-"""Streaming Code2Wav: audio for codec frames as they arrive, and the measurements that explain the trade-offs.
+"""Streaming Code2Wav: audio for codec frames as they arrive, and measurements of the trade-offs.
 
-Qwen3-Omni report section 2.5: the Talker emits one 16-code frame per 80 ms of speech and Code2Wav, being causal,
-can turn frames into audio while later ones are still being generated; the first audio packet therefore waits
-for one chunk of frames, not for the whole answer. HF exposes this as Qwen3OmniMoeCode2Wav.chunked_decode (a loop
-over a finished code tensor); StreamingCode2Wav is the same computation fed piece by piece, and it reproduces
-chunked_decode exactly whatever the sizes of the pieces.
+Qwen3-Omni report section 2.5: the Talker emits one 16-code frame per 80 ms of speech and Code2Wav,
+being causal, can turn frames into audio while later ones are still being generated; the first
+audio packet therefore waits for one chunk of frames, not for the whole answer. HF exposes this as
+Qwen3OmniMoeCode2Wav.chunked_decode (a loop over a finished code tensor); StreamingCode2Wav is the
+same computation fed piece by piece, and it reproduces chunked_decode exactly whatever the sizes of
+the pieces.
 
-Also here: the receptive field of Code2Wav in frames (how much left context a chunk needs to be decoded as if
-it were inside the full sequence), the boundary error of chunked decoding against the full decode, a latency
-measurement, and `show_chunking`, the callback of notebook 06's chunk-size slider.
+Also here: the receptive field of Code2Wav in frames (how much left context a chunk needs to be
+decoded as if it were inside the full sequence), the boundary error of chunked decoding against the
+full decode, a latency measurement, and `show_chunking`, the callback of notebook 06's chunk-size
+slider.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import time
 
 import torch
 
-from .code2wav import SAMPLE_RATE, CausalConv, CausalTransConv, Code2Wav, chunk_spans, samples_lost_at_start
+from .code2wav import (CHUNK_SIZE, LEFT_CONTEXT_SIZE, SAMPLE_RATE, CausalConv, CausalTransConv,
+                       Code2Wav,
+                       chunk_spans, samples_lost_at_start)
+from .config import Code2WavConfig
 
 
 class StreamingCode2Wav:
@@ -24,50 +29,57 @@ class StreamingCode2Wav:
 
         stream = StreamingCode2Wav(model.code2wav, chunk_size=10, left_context_size=25)
         for piece in pieces:                 # (B, Q, any number of frames, 0 included)
-            play(stream.push(piece))         # (B, 1, n): audio of every chunk completed by this piece
+            play(stream.push(piece))         # (B, 1, n): audio of every chunk this completes
         play(stream.flush())                 # the last, partial chunk
 
-    What it keeps, and why that is all it needs: chunked_decode decodes chunk j from codes[start - context : end]
-    alone, from scratch (zero padding in the convolutions, attention positions restarting at the first context
-    frame). So the exact state is codes, nothing else: the last `left_context_size` frames already decoded (the
-    next chunk's context) and the frames of the current chunk that has not filled up yet (< chunk_size). For the
-    real model with HF's defaults that is 25 x 16 integers of context. Caching activations instead (the
-    pre-transformer's keys and values over its window, the tails of every convolution) would let each chunk
-    continue from the previous one; that gives a different result (the full decode's, without its boundary error)
+    What it keeps, and why that is all it needs: chunked_decode decodes chunk j from codes[start -
+    context : end] alone, from scratch (zero padding in the convolutions, attention positions
+    restarting at the first context frame). So the exact state is codes, nothing else: the last
+    `left_context_size` frames already decoded (the next chunk's context) and the frames of the
+    current chunk that has not filled up yet (< chunk_size). For the real model with HF's defaults
+    that is 25 x 16 integers of context. Caching activations instead (the pre-transformer's keys
+    and values over its window, the tails of every convolution) would let each chunk continue from
+    the previous one; that gives a different result (the full decode's, without its boundary error)
     and not chunked_decode's, which recomputes its context from codes by design.
     """
 
-    def __init__(self, code2wav: Code2Wav, chunk_size: int = 300, left_context_size: int = 25):
-        chunk_spans(0, chunk_size, left_context_size)          # the same argument checks as chunked_decode
-        self.code2wav, self.chunk_size, self.left_context_size = code2wav, chunk_size, left_context_size
+    def __init__(self, code2wav: Code2Wav, chunk_size: int = CHUNK_SIZE,
+                 left_context_size: int = LEFT_CONTEXT_SIZE):
+        chunk_spans(0, chunk_size, left_context_size)  # the same argument checks as chunked_decode
+        self.code2wav = code2wav
+        self.chunk_size, self.left_context_size = chunk_size, left_context_size
         self.reset()
 
     def reset(self) -> None:
-        self._context = None          # (B, Q, <= left_context_size): codes the next chunk re-decodes as context
+        self._context = None          # (B, Q, <= left_context_size): the next chunk's context
         self._pending = None          # (B, Q, < chunk_size): codes of the chunk still filling up
         self.frames_in = 0            # frames pushed so far
         self.frames_out = 0           # frames whose audio has been returned
         self.finished = False
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Take the next frames; return the audio (B, 1, n) of every chunk they complete (n may be 0)."""
+        """Take the next frames; return the audio (B, 1, n >= 0) of the chunks they complete."""
         if self.finished:
-            raise RuntimeError("this stream was flushed: its last chunk is decoded; call reset() to start another")
-        self.code2wav.check_codes(codes, allow_empty=True)     # an empty piece (B, Q, 0) is fine: nothing new
+            raise RuntimeError("this stream was flushed: its last chunk is decoded; call reset() "
+                               "to start another")
+        self.code2wav.check_codes(codes, allow_empty=True)     # an empty (B, Q, 0) piece is fine
         if self._pending is not None and codes.shape[0] != self._pending.shape[0]:
-            raise ValueError(f"this stream has batch size {self._pending.shape[0]}, the piece has {codes.shape[0]}: "
-                             f"keep the batch fixed for the whole stream")
+            raise ValueError(f"this stream has batch size {self._pending.shape[0]}, the piece has "
+                             f"{codes.shape[0]}: keep the batch fixed for the whole stream")
         self.frames_in += codes.shape[-1]
-        self._pending = codes if self._pending is None else torch.cat([self._pending, codes], dim=-1)
+        if self._pending is not None:
+            codes = torch.cat([self._pending, codes], dim=-1)
+        self._pending = codes
         out = []
         while self._pending.shape[-1] >= self.chunk_size:
-            chunk, self._pending = self._pending[..., :self.chunk_size], self._pending[..., self.chunk_size:]
+            chunk = self._pending[..., :self.chunk_size]
+            self._pending = self._pending[..., self.chunk_size:]
             out.append(self._decode_chunk(chunk))
-        self._pending = self._pending.clone()             # own the leftover: don't pin the caller's big tensor
+        self._pending = self._pending.clone()   # own the leftover: don't pin the caller's tensor
         return torch.cat(out, dim=-1) if out else self._empty(codes.shape[0])
 
     def flush(self) -> torch.Tensor:
-        """End of the codes: decode the partial last chunk (as chunked_decode does) and close the stream."""
+        """End of the codes: decode the last, partial chunk (as chunked_decode does), and close."""
         if self.finished:
             raise RuntimeError("this stream was already flushed; call reset() to start another")
         self.finished = True
@@ -77,7 +89,7 @@ class StreamingCode2Wav:
 
     def _decode_chunk(self, chunk):                        # (B, Q, c) -> (B, 1, 1920 c - 555)
         codes = chunk if self._context is None else torch.cat([self._context, chunk], dim=-1)
-        context = codes.shape[-1] - chunk.shape[-1]        # = min(left_context_size, frames_out), as chunked_decode
+        context = codes.shape[-1] - chunk.shape[-1]   # min(left_context_size, frames_out), as HF
         wav = self.code2wav._decode(codes)[..., context * self.code2wav.config.samples_per_frame:]
         keep = min(self.left_context_size, codes.shape[-1])
         self._context = codes[..., codes.shape[-1] - keep:].clone()
@@ -90,27 +102,33 @@ class StreamingCode2Wav:
 
     def state_nbytes(self) -> int:
         """Bytes held between calls: the context codes and the pending codes, nothing else."""
-        return sum(t.numel() * t.element_size() for t in (self._context, self._pending) if t is not None)
+        held = [t for t in (self._context, self._pending) if t is not None]
+        return sum(t.numel() * t.element_size() for t in held)
 
 
-# ---- how far back Code2Wav looks ----------------------------------------------------------------------------
+# ---- how far back Code2Wav looks ----------------------------------------------------------------
 
 def receptive_field(code2wav: Code2Wav) -> dict[str, float]:
-    """Frames before a sample that can change it, by part, read off the modules (analytic, no decoding).
+    """Frames before a sample that can change it, by part, read off the modules (no decoding).
 
-    Pre-transformer: each layer looks sliding_window - 1 frames back, so L layers look L * (w - 1) back.
-    ConvNet: walking the layers in forward order with `rate` = steps per frame at that point, a causal conv
-    adds (kernel - 1) * dilation steps = that / rate frames; an overlapping transposed conv (kernel 2r, stride r)
-    mixes two neighbouring inputs, adding one input step, then multiplies the rate by its stride."""
+    Pre-transformer: each layer looks sliding_window - 1 frames back, so L layers look L * (w - 1)
+    back. ConvNet: walking the layers in forward order with `rate` = steps per frame at that point,
+    a causal conv adds (kernel - 1) * dilation steps = that / rate frames; an overlapping
+    transposed conv (kernel 2r, stride r) mixes two neighbouring inputs, adding one input step,
+    then multiplies the rate by its stride."""
     cfg = code2wav.config
-    convs = {"ConvNeXt depthwise convs": 0.0, "decoder causal convs": 0.0, "decoder transposed convs": 0.0}
+    convs = {"ConvNeXt depthwise convs": 0.0, "decoder causal convs": 0.0, "decoder transposed "
+                                                                           "convs": 0.0}
     rate = 1
-    for name, m in code2wav.named_modules():                 # registration order is forward order here
+    for name, m in code2wav.named_modules():             # registration order is forward order here
         if isinstance(m, CausalTransConv):
             convs["decoder transposed convs"] += (1 if m.trim > 0 else 0) / rate
             rate *= m.conv.stride[0]
         elif isinstance(m, CausalConv):
-            part = "ConvNeXt depthwise convs" if name.endswith("dwconv") else "decoder causal convs"
+            if name.endswith("dwconv"):
+                part = "ConvNeXt depthwise convs"
+            else:
+                part = "decoder causal convs"
             convs[part] += m.left_pad / rate
     out = {"pre-transformer": float(cfg.num_hidden_layers * (cfg.sliding_window - 1)), **convs}
     out["ConvNet total"] = sum(convs.values())
@@ -120,53 +138,61 @@ def receptive_field(code2wav: Code2Wav) -> dict[str, float]:
 
 @torch.no_grad()
 def perturbation_response(code2wav: Code2Wav, codes: torch.Tensor, frame: int) -> torch.Tensor:
-    """|change of the waveform| (samples,) when every code of one frame of codes (1, Q, T) is changed."""
+    """|waveform change| (samples,) when every code of one frame of codes (1, Q, T) changes."""
     other = codes.clone()
     other[:, :, frame] = (codes[:, :, frame] + 1) % code2wav.config.codebook_size
     return (code2wav(codes) - code2wav(other)).abs()[0, 0]
 
 
 def influence_frames(code2wav: Code2Wav, codes: torch.Tensor, frame: int) -> float:
-    """Measured receptive field: how many frames after the start of `frame` (on the 1920-per-frame grid) the
-    last output sample changed by perturbing that frame lies. Effects far away are tiny and may round away."""
+    """Measured receptive field: how many frames after the start of `frame` (on the 1920-per-frame
+    grid) the last output sample changed by perturbing that frame lies. Effects far away are tiny
+    and may round away."""
     last = int(perturbation_response(code2wav, codes, frame).nonzero().max())
-    return (last + samples_lost_at_start(code2wav.config)) / code2wav.config.samples_per_frame - frame
+    cfg = code2wav.config
+    return (last + samples_lost_at_start(cfg)) / cfg.samples_per_frame - frame
 
 
-# ---- chunked decoding against the full decode ---------------------------------------------------------------
+# ---- chunked decoding against the full decode ---------------------------------------------------
 
 def aligned_full_span(cfg, start: int, end: int) -> tuple[int, int]:
-    """The samples of the full decode that chunk [start, end) of chunked_decode stands for: its kept audio is
-    the full decode's [start * 1920, end * 1920 - 555). Successive chunks thus skip 555 samples between them."""
+    """The samples of the full decode that chunk [start, end) of chunked_decode stands for: its
+    kept audio is the full decode's [start * 1920, end * 1920 - 555). Successive chunks thus skip
+    555 samples between them."""
     return start * cfg.samples_per_frame, end * cfg.samples_per_frame - samples_lost_at_start(cfg)
 
 
 @torch.no_grad()
-def chunk_error(code2wav: Code2Wav, codes, full, start: int, end: int, context: int) -> torch.Tensor:
-    """|chunk audio - full decode| sample by sample for one chunk decoded with `context` frames before it.
-    codes (B, Q, T), full = code2wav(codes); returns (B, n) for the n kept samples of the chunk."""
+def chunk_error(code2wav: Code2Wav, codes, full, start: int, end: int,
+                context: int) -> torch.Tensor:
+    """|chunk audio - full decode| sample by sample for one chunk decoded with `context` frames
+    before it. codes (B, Q, T), full = code2wav(codes); returns (B, n) for the n kept samples of
+    the chunk."""
     spf = code2wav.config.samples_per_frame
     wav = code2wav(codes[..., start - context:end])[..., context * spf:]
     a, b = aligned_full_span(code2wav.config, start, end)
     return (wav - full[..., a:b]).abs()[:, 0]
 
 
-def boundary_error_curve(code2wav: Code2Wav, codes, full, contexts, start: int, end: int) -> list[float]:
+def boundary_error_curve(code2wav: Code2Wav, codes, full, contexts, start: int,
+                         end: int) -> list[float]:
     """Max |error| of chunk [start, end) against the full decode, for each left context size."""
     return [float(chunk_error(code2wav, codes, full, start, end, c).max()) for c in contexts]
 
 
-# ---- latency ------------------------------------------------------------------------------------------------
+# ---- latency ------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size: int = 25,
+def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes,
+                      left_context_size: int = LEFT_CONTEXT_SIZE,
                       chunks_per_run: int = 3) -> list[dict]:
-    """For each chunk size c, stream the first chunks_per_run * c frames of `codes` one frame at a time (as the
-    Talker delivers them) and time the decoding.
+    """For each chunk size c, stream the first chunks_per_run * c frames of `codes` one frame at a
+    time (as the Talker delivers them) and time the decoding.
 
-    first_chunk_s: compute time of the first chunk, Code2Wav's share of the first-packet latency (the rest is
-    waiting for c frames from the Talker). rtf: decode time / duration of the audio produced (< 1: faster
-    than real time). Later chunks also re-decode their left context, so small chunks cost more per second."""
+    first_chunk_s: compute time of the first chunk, Code2Wav's share of the first-packet latency
+    (the rest is waiting for c frames from the Talker). rtf: decode time / duration of the audio
+    produced (< 1: faster than real time). Later chunks also re-decode their left context, so small
+    chunks cost more per second."""
     rows = []
     for c in chunk_sizes:
         n = chunks_per_run * c
@@ -186,10 +212,11 @@ def measure_streaming(code2wav: Code2Wav, codes, chunk_sizes, left_context_size:
     return rows
 
 
-def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int = 25, cfg=None) -> dict:
-    """Callback of notebook 06's chunk-size slider: what chunked decoding of `n_frames` frames costs at this
-    chunk size. Prints a few lines and returns the numbers (plain function, so it is unit-tested)."""
-    from .config import Code2WavConfig
+def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int = LEFT_CONTEXT_SIZE,
+                  cfg=None) -> dict:
+    """Callback of notebook 06's chunk-size slider: what chunked decoding of `n_frames` frames
+    costs at this chunk size. Prints a few lines and returns the numbers (plain function, so it is
+    unit-tested)."""
     cfg = cfg or Code2WavConfig()
     spans = chunk_spans(n_frames, chunk_size, left_context_size)
     spf, lost = cfg.samples_per_frame, samples_lost_at_start(cfg)
@@ -198,15 +225,16 @@ def show_chunking(chunk_size: int, n_frames: int = 250, left_context_size: int =
         "chunks": len(spans),
         "first_packet_audio_ms": 1000 * (spans[0][1] * spf - lost) / SAMPLE_RATE,
         "frames_to_wait_for": spans[0][1],
-        "recompute_overhead": decoded / n_frames - 1,            # context frames decoded twice, as a fraction
+        "recompute_overhead": decoded / n_frames - 1,   # the share of frames decoded twice
         "samples_skipped_at_boundaries": (len(spans) - 1) * lost,
         "audio_ms": 1000 * (n_frames * spf - len(spans) * lost) / SAMPLE_RATE,
     }
     print(f"chunk_size={chunk_size}, left_context_size={left_context_size}, {n_frames} frames "
           f"({n_frames * spf / SAMPLE_RATE:.2f} s of codes)")
-    print(f"  {info['chunks']} chunks; the first packet waits for {info['frames_to_wait_for']} frames and holds "
-          f"{info['first_packet_audio_ms']:.0f} ms of audio")
+    print(f"  {info['chunks']} chunks; the first packet waits for {info['frames_to_wait_for']} "
+          f"frames and holds {info['first_packet_audio_ms']:.0f} ms of audio")
     print(f"  frames decoded twice as context: {100 * info['recompute_overhead']:.0f}% extra work")
     print(f"  HF's chunk slicing skips {info['samples_skipped_at_boundaries']} samples "
-          f"({1000 * info['samples_skipped_at_boundaries'] / SAMPLE_RATE:.0f} ms) at the chunk boundaries")
+          f"({1000 * info['samples_skipped_at_boundaries'] / SAMPLE_RATE:.0f} ms) at the chunk "
+          "boundaries")
     return info

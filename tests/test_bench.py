@@ -3,6 +3,7 @@ that writes the JSON and shows the two sides computed the same thing. No timing 
 import json
 
 import pytest
+import torch
 
 from omni_ref.tools import bench, latency
 
@@ -18,9 +19,92 @@ def test_timed_takes_the_median_after_warm_up():
     assert out == 5 and len(calls) == 5 and t >= 0
 
 
-def test_per_step_difference():
-    assert bench._per_step(1.0, 0.2, 5) == pytest.approx(0.2)      # 4 more steps cost 0.8 s
-    assert bench._per_step(1.0, 0.2, 1) == pytest.approx(0.8)      # no division by zero
+class Toy(torch.nn.Module):
+    def forward(self, x):
+        return x + 1
+
+
+class Predictor:
+    def generate(self, x):
+        return x * 2
+
+
+def test_step_clock_stamps_every_pass_and_every_inner_call():
+    toy, inner = Toy(), Predictor()
+    clock = bench.StepClock(toy, inner)
+
+    def loop():                     # a decoding loop: 3 passes, the inner generate between them
+        x = toy(torch.zeros(1))
+        for _ in range(2):
+            x = toy(inner.generate(x))
+        return x
+    assert clock.run(loop).item() == 7
+    assert len(clock.passes) == 3 and len(clock.inner_calls) == 2
+    assert clock.start <= clock.passes[0] <= clock.inner_calls[0][0] <= clock.inner_calls[0][1] <= clock.passes[1]
+    assert clock.passes[-1] <= clock.end
+    assert len(clock.pass_ends) == 3 and all(a <= b for a, b in zip(clock.passes, clock.pass_ends))
+    assert "generate" not in vars(inner) and not toy._forward_pre_hooks and not toy._forward_hooks   # put back
+    assert clock.run(lambda: toy(torch.zeros(1))).item() == 1 and len(clock.passes) == 1   # a fresh record
+
+
+def test_stage_timeline_reads_one_call():
+    class Vocoder:
+        def chunked_decode(self, codes):
+            return codes * 0
+
+    class Model:                    # the three parts generate calls, in its order
+        thinker, talker, code2wav = Toy(), Toy(), Vocoder()
+
+    m = Model()
+
+    def generate():
+        x = m.thinker(m.thinker(m.thinker(torch.zeros(1))))       # prefill + 2 decode passes
+        for _ in range(4):
+            x = m.talker(x)
+        return m.code2wav.chunked_decode(x)
+    out, t = bench.stage_timeline(m, generate)
+    assert out.item() == 0
+    assert set(t) == {"thinker_prefill", "thinker_decode", "talker_prompt", "talker_and_mtp", "code2wav", "total"}
+    assert all(v >= 0 for v in t.values())
+    assert sum(v for k, v in t.items() if k != "total") <= t["total"]
+    assert "chunked_decode" not in vars(m.code2wav)
+
+
+def fake_clock(start, passes, end, inner=()):
+    clock = bench.StepClock.__new__(bench.StepClock)
+    clock.start, clock.passes, clock.end, clock.inner_calls = start, list(passes), end, list(inner)
+    return clock
+
+
+def test_figures_from_timestamps_by_hand():
+    # Thinker: call at 0, passes start at 0.0, 1.0, 1.2, 1.5, returns at 1.9 -> token k exists when pass k+1
+    # starts: first token at 1.0 (TTFT), then steps of 0.2, 0.3, 0.4.
+    f = bench.thinker_figures(fake_clock(0.0, [0.0, 1.0, 1.2, 1.5], 1.9))
+    assert f["thinker_ttft"] == pytest.approx([1.0]) and f["thinker_token"] == pytest.approx([0.2, 0.3, 0.4])
+    # Talker: passes at 0, 1, 2; MTP calls (0.5, 0.8) and (1.4, 1.9) inside steps [0, 1] and [1, 2].
+    f = bench.talker_figures(fake_clock(0.0, [0.0, 1.0, 2.0], 2.5, [(0.5, 0.8), (1.4, 1.9)]))
+    assert f["talker_ttft"] == pytest.approx([0.5]) and f["talker_step"] == pytest.approx([1.0, 1.0])
+    assert f["mtp"] == pytest.approx([0.3, 0.5]) and f["talker_token"] == pytest.approx([0.7, 0.5])
+    with pytest.raises(RuntimeError, match="do not nest"):          # an MTP call outside its step
+        bench.talker_figures(fake_clock(0.0, [0.0, 1.0, 2.0], 2.5, [(0.5, 1.2), (1.4, 1.9)]))
+
+
+def test_spread_and_flags():
+    assert bench.spread([1.0, 1.2, 1.4]) == pytest.approx(0.4 / 1.2) and bench.spread([2.0]) == 0
+    assert bench.flag([1.0, 1.2, 1.4]) is None and bench.flag(None) is None
+    assert "negative" in bench.flag([-1.9, 0.1, 0.2])
+    assert "spread 100% is over 50%" in bench.flag([1.0, 2.0, 3.0])
+    s = bench.stage([0.2, 0.1, 0.3], [1.0, 1.0, 1.0], per=10)
+    assert s["omni_ref"] == pytest.approx(0.02) and s["hf"] == pytest.approx(0.1)
+    assert s["spread"]["omni_ref"] == pytest.approx(1.0) and s["flag"]["omni_ref"] and s["flag"]["hf"] is None
+    assert bench.flagged({"x": s}) == [("x", "omni_ref", s["flag"]["omni_ref"])]
+
+
+def test_a_flagged_stage_flags_the_rows_built_on_it():
+    stages = {k: {**v, "flag": {"omni_ref": None, "hf": None}} for k, v in STAGES.items()}
+    stages["mtp"]["flag"]["hf"] = "spread 80% is over 50%"
+    s = bench.summarise(stages)
+    assert s["omni_ref"]["flagged"] == [] and s["hf"]["flagged"] == ["mtp"]
 
 
 def test_ratios_and_summary_by_hand():
@@ -53,9 +137,15 @@ def test_tiny_run_writes_json_and_both_sides_agree(tmp_path, capsys, monkeypatch
     assert set(hear["stages"]) == {"processor", "audio_encoder", "thinker_ttft", "thinker_token", "talker_ttft",
                                    "talker_step", "talker_token", "mtp", "code2wav_chunked", "code2wav_stream"}
     assert set(hear["ratios"]) == set(hear["stages"]) - {"processor", "code2wav_stream"}
+    for name, v in hear["stages"].items():            # every figure: median, spread, its runs, its flag
+        assert set(v) == {"omni_ref", "hf", "spread", "runs", "flag"}, name
+        assert len(v["runs"]["omni_ref"]) == 1 and min(v["runs"]["omni_ref"]) >= 0, name
+    assert set(hear["steps"]["thinker"]["hf"]) == {"thinker_ttft", "thinker_token"}
+    assert len(hear["steps"]["talker"]["omni_ref"]["mtp"]) == 2      # 3 Talker steps: an MTP call after 2
+    assert set(hear["table_2"]["hf"]) >= {"first_packet_s", "rtf", "flagged"}
     p = hear["parity"]
     assert p["thinker_tokens_equal"] and p["codes_equal"] and p["mtp_codes_equal"]
     assert p["wav_max_abs"] <= 1e-5 and p["code2wav_max_abs"] <= 1e-5 and p["audio_encoder_max_abs"] <= 1e-5
     assert report["memory"]["omni_ref_param_bytes"] == report["memory"]["hf_param_bytes"]
     assert report["settings"]["flush_denormal"] is True
-    assert "omni_ref / HF time per stage" in capsys.readouterr().out
+    assert "omni_ref / HF < 1: omni_ref faster" in capsys.readouterr().out

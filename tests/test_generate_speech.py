@@ -39,8 +39,9 @@ def _inputs(processor, conversation, **kw):
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return omni_ref.load(tiny_dir), hf.load_hf(tiny_dir), omni_ref.Processor.from_pretrained(tiny_dir)
+def models_and_processor(tiny_models, tiny_processor):
+    """(our whole model, HF's whole model, our Processor) on the tiny checkpoint."""
+    return (*tiny_models, tiny_processor)
 
 
 def _check_equal(ours, want, talker_frames=None):
@@ -69,11 +70,11 @@ def _check_equal(ours, want, talker_frames=None):
 
 @pytest.mark.parametrize("parts", [(), ({"type": "image", "image": IMAGE},), ({"type": "audio", "audio": SPEECH},)],
                          ids=["text", "image", "audio"])
-def test_greedy_speech_equals_hf(tiny, parts):
+def test_greedy_speech_equal_hf(models_and_processor, parts):
     """Text prompts take text_projection only; image and audio placeholders go through hidden_projection of
     Thinker layer accept_hidden_layer, and an image also gives the Talker TM-RoPE positions (HF's get_rope_index
     over the user turns with the Talker config's ids). 10 steps without eos -> 9 frames."""
-    ours, theirs, processor = tiny
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages(parts))
     want = hf.hf_speech(theirs, **inputs, **GREEDY)
     got = generate_speech(ours, **inputs, **GREEDY)
@@ -87,7 +88,7 @@ def test_greedy_speech_equals_hf(tiny, parts):
     assert torch.equal(text_ids, want["text_ids"]) and torch.equal(wav, got.wav)
 
 
-def test_demo_checkpoint_greedy_speech_equals_hf():
+def test_demo_checkpoint_greedy_speech_equal_hf():
     """The notebook's checkpoint: 16 code groups of 2048 codes, 64 Thinker experts, top-6 of 32 Talker experts."""
     ckpt = presets.cached_checkpoint("demo")
     ours, theirs, processor = omni_ref.load(ckpt), hf.load_hf(ckpt), omni_ref.Processor.from_pretrained(ckpt)
@@ -99,8 +100,8 @@ def test_demo_checkpoint_greedy_speech_equals_hf():
     assert got.talker.codes.shape == (1, 16, 5)
 
 
-def test_seeded_sampling_speech_equals_hf(tiny):
-    ours, theirs, processor = tiny
+def test_seeded_sampling_speech_equal_hf(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     kw = dict(thinker_max_new_tokens=6, thinker_do_sample=True, talker_max_new_tokens=10, talker_do_sample=True)
     for seed in range(2):
@@ -111,11 +112,11 @@ def test_seeded_sampling_speech_equals_hf(tiny):
         _check_equal(got, want)                        # sampling may reach codec eos before the step limit
 
 
-def test_batched_speech_equals_hf(tiny):
+def test_batched_speech_equal_hf(models_and_processor):
     """Two left-padded prompts. Row 0's Thinker and Talker stop early (eos ids taken from a free run), so both
     HF rules for batches act: row 0's trailing text gets tts_eos right after its own eos, and its codes after the
     codec eos are zeroed and its wave cut to its own length. HF returns a list of 1D waves for a batch."""
-    ours, theirs, processor = tiny
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, [_messages(), _messages(question="What is the capital of France, and why?")],
                      padding=True)
     assert (inputs["attention_mask"][0] == 0).any()
@@ -142,8 +143,8 @@ def test_batched_speech_equals_hf(tiny):
     assert lengths[0] != lengths[1] and [w.shape[0] for w in got.wav] == [n * 1920 - 555 for n in lengths]
 
 
-def test_return_audio_default_speaks_when_the_talker_is_loaded(tiny):
-    ours, theirs, processor = tiny
+def test_return_audio_default_speaks_when_the_talker_is_loaded(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     text_ids, wav = ours.generate(**inputs, **GREEDY)                       # return_audio=None
     want_ids, want_wav = theirs.generate(**inputs, **GREEDY)
@@ -152,8 +153,8 @@ def test_return_audio_default_speaks_when_the_talker_is_loaded(tiny):
     assert torch.equal(ours.generate(**inputs, generation_mode="text", **GREEDY), want_ids)
 
 
-def test_speakers_change_only_the_speaker_position(tiny):
-    ours, _, processor = tiny
+def test_speakers_change_only_the_speaker_position(models_and_processor):
+    ours, _, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     kc = ours.config.talker_config
     prompts = {name: generate_speech(ours, **inputs, speaker=name, **GREEDY) for name in ("Ethan", "chelsie")}
@@ -165,8 +166,8 @@ def test_speakers_change_only_the_speaker_position(tiny):
 
 # ---- bad input -----------------------------------------------------------------------------------------------
 
-def test_unknown_speaker_lists_the_speakers(tiny):
-    ours, theirs, processor = tiny
+def test_unknown_speaker_lists_the_speakers(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     with pytest.raises(UnknownSpeakerError, match=r"speaker='Bob' is not in this checkpoint; its speakers are: "
                                                   r"aiden, chelsie, ethan"):
@@ -177,16 +178,16 @@ def test_unknown_speaker_lists_the_speakers(tiny):
         ours.generate(**inputs, return_audio=True, speaker="Bob", **GREEDY)
 
 
-def test_codec_ids_are_checked_before_speaking(tiny, monkeypatch):
-    ours, _, processor = tiny
+def test_codec_ids_are_checked_before_speaking(models_and_processor, monkeypatch):
+    ours, _, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     monkeypatch.setattr(ours.config.talker_config, "codec_bos_id", 5)
     with pytest.raises(ConfigError, match=r"codec_bos_id=5 must be a control id in 128..1151"):
         ours.generate(**inputs, return_audio=True, **GREEDY)
 
 
-def test_bad_prompts_and_options_get_clear_errors(tiny):
-    ours, _, processor = tiny
+def test_bad_prompts_and_options_get_clear_errors(models_and_processor):
+    ours, _, processor = models_and_processor
     inputs = _inputs(processor, _messages())
     ids = inputs["input_ids"]
     free = generate_speech(ours, **inputs, **GREEDY)
@@ -214,10 +215,10 @@ def test_bad_prompts_and_options_get_clear_errors(tiny):
         ours.generate(**inputs, return_audio=True, **dict(GREEDY, talker_do_sample=True, talker_temperature=0))
 
 
-def test_audio_next_to_an_image_is_refused_like_hf(tiny):
+def test_audio_next_to_an_image_is_refused_like_hf(models_and_processor):
     """HF 5.23 cannot place Talker positions for a user turn with audio and an image (its Talker config has no
     audio_config): we stop with a message that says so instead of inventing positions HF never checked."""
-    ours, theirs, processor = tiny
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages([{"type": "audio", "audio": SPEECH}, {"type": "image", "image": IMAGE}]))
     with pytest.raises(AttributeError, match="audio_config"):
         theirs.generate(**inputs, return_audio=True, **GREEDY)

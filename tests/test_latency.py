@@ -83,7 +83,7 @@ def test_analytic_table_2_rows_are_consistent(real):
     assert round(rows["thinker_tok_s"]) == 551            # 3.04e9 bytes x 2 / 3.35e12 B/s = 1.82 ms per token
 
 
-# Table 2 as transcribed in ../shared/reference/paper_tables.md: (audio, video) per row, columns 1 / 4 / 6 concurrent.
+# Table 2 of the report (arXiv 2509.17765) as transcribed: (audio, video) per row, columns 1 / 4 / 6 concurrent.
 TABLE_2 = {
     "preprocess": [(72, 160), (94, 180), (100, 200)],
     "thinker_ttft": [(88, 160), (468, 866), (673, 1330)],

@@ -8,7 +8,8 @@ import torch
 import omni_ref
 from omni_ref import hf
 from omni_ref.code_predictor import CodePredictorModel
-from omni_ref.layers import KVCache, causal_mask, rope_inv_freq, rotary_cos_sin
+from omni_ref.layers import KVCache, causal_mask
+from omni_ref.rope import rope_inv_freq, rotary_cos_sin
 
 
 def _run_ours(model, cfg, x, padding=None, cache=None):
@@ -24,7 +25,8 @@ def _run_ours(model, cfg, x, padding=None, cache=None):
 
 
 @pytest.fixture(scope="module")
-def pair():
+def predictor_models():
+    """(the demo code predictor's config, our CodePredictorModel, HF's), sharing seeded weights."""
     cfg = omni_ref.presets.config("demo").talker_config.code_predictor_config
     torch.manual_seed(0)
     theirs = hf.Qwen3OmniMoeForConditionalGeneration(hf.hf_config(omni_ref.presets.config("demo"))).talker \
@@ -36,8 +38,8 @@ def pair():
     return cfg, ours.eval(), theirs
 
 
-def test_decoder_stack_matches_hf(pair):
-    cfg, ours, theirs = pair
+def test_decoder_stack_equal_hf(predictor_models):
+    cfg, ours, theirs = predictor_models
     x = torch.randn(2, 11, cfg.hidden_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = theirs(inputs_embeds=x).last_hidden_state
@@ -45,8 +47,8 @@ def test_decoder_stack_matches_hf(pair):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_left_padding_matches_hf(pair):
-    cfg, ours, theirs = pair
+def test_left_padding_equal_hf(predictor_models):
+    cfg, ours, theirs = predictor_models
     x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
     padding = torch.ones(2, 9, dtype=torch.long)
     padding[1, :3] = 0                                    # second row: 3 pad positions on the left
@@ -63,8 +65,8 @@ def test_left_padding_matches_hf(pair):
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=0)
 
 
-def test_kv_cache_decoding_equals_full_forward(pair):
-    cfg, ours, _ = pair
+def test_kv_cache_decoding_equals_full_forward(predictor_models):
+    cfg, ours, _ = predictor_models
     x = torch.randn(1, 10, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = _run_ours(ours, cfg, x)
@@ -82,7 +84,13 @@ def test_sliding_window_mask():
     assert visible == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]
 
 
-def test_config_and_layers_know_the_same_activations():
-    from omni_ref.config import KNOWN_ACTIVATIONS
+def test_config_accepts_every_activation_layers_has_and_only_those():
+    """The config's activation check reads layers.ACTIVATIONS itself: each name there builds a
+    config, a name not there is refused with the field named."""
+    from omni_ref.config import ConfigError
     from omni_ref.layers import ACTIVATIONS
-    assert set(ACTIVATIONS) == set(KNOWN_ACTIVATIONS)
+    cfg = omni_ref.presets.config("tiny").thinker_config.text_config
+    for act in ACTIVATIONS:
+        assert cfg.replace(hidden_act=act).hidden_act == act
+    with pytest.raises(ConfigError, match="hidden_act='swish2' is not one of"):
+        cfg.replace(hidden_act="swish2")

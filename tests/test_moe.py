@@ -13,31 +13,22 @@ from omni_ref import hf
 from omni_ref.moe import Experts, expert_usage, explain_token, load_balancing_loss, route
 
 
-def _pair(path):
-    return (omni_ref.load(path, components=("thinker",)).thinker,
-            hf.load_hf(path).thinker)
+PAIRS = ["tiny_thinker_models", "hf_test_thinker_models"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return _pair(tiny_dir)
+def _moe_prompt(random_prompt, vocab, seed=0):
+    """Ids over the whole vocabulary, 3 rows of 12, the second left-padded by 4."""
+    return random_prompt(vocab, seed=seed, length=12, pads=(0, 4, 0), low=0)
 
 
-@pytest.fixture(scope="module")
-def hf_test(tmp_path_factory):
-    return _pair(hf.write_hf_test_checkpoint(tmp_path_factory.mktemp("hf_test_thinker"), seed=0))
-
-
-def _prompt(vocab, seed=0, batch=3, length=12):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, length), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, :4] = 0                                   # a left-padded row
-    return ids, mask
+def _thinkers(request, which):
+    """(our Thinker, HF's Thinker) of the named model pair."""
+    ours, theirs = request.getfixturevalue(which)
+    return ours.thinker, theirs.thinker
 
 
 @pytest.mark.parametrize("norm_topk_prob", [True, False])
-def test_router_equals_hf(norm_topk_prob):
+def test_router_equal_hf(norm_topk_prob):
     cfg = omni_ref.presets.config("tiny").thinker_config.text_config.replace(norm_topk_prob=norm_topk_prob)
     theirs = Qwen3OmniMoeThinkerTextTopKRouter(hf.hf_config(omni_ref.presets.config("tiny")).thinker_config
                                                .text_config)
@@ -55,9 +46,9 @@ def test_router_equals_hf(norm_topk_prob):
         torch.testing.assert_close(weights.sum(-1), torch.ones(40), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("which", ["tiny", "hf_test"])
+@pytest.mark.parametrize("which", PAIRS)
 def test_moe_block_and_routing_equal_hf(which, request):
-    ours, theirs = request.getfixturevalue(which)
+    ours, theirs = _thinkers(request, which)
     cfg = ours.config.text_config
     x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(2))
     for layer_ours, layer_hf in zip(ours.model.layers, theirs.model.language_model.layers):
@@ -71,10 +62,10 @@ def test_moe_block_and_routing_equal_hf(which, request):
         torch.testing.assert_close(stats.router_logits.reshape(logits_h.shape), logits_h, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("which", ["tiny", "hf_test"])
-def test_chosen_experts_equal_hf_for_every_token_and_layer(which, request):
-    ours, theirs = request.getfixturevalue(which)
-    ids, mask = _prompt(ours.config.text_config.vocab_size)
+@pytest.mark.parametrize("which", PAIRS)
+def test_chosen_experts_equal_hf_for_every_token_and_layer(which, request, random_prompt):
+    ours, theirs = _thinkers(request, which)
+    ids, mask = _moe_prompt(random_prompt, ours.config.text_config.vocab_size)
     trace = hf.hf_thinker_trace(theirs, input_ids=ids, attention_mask=mask)
     with torch.no_grad():
         out = ours(input_ids=ids, attention_mask=mask)
@@ -83,10 +74,10 @@ def test_chosen_experts_equal_hf_for_every_token_and_layer(which, request):
         assert torch.equal(stats.experts.reshape(want.shape), want)      # every token, same order
 
 
-def test_talker_block_with_shared_expert_equals_hf(tiny_dir):
-    """The Talker's MoE adds a sigmoid-gated shared expert; same module, checked on the tiny Talker's weights."""
-    ours = omni_ref.load(tiny_dir, components=("talker",)).talker
-    theirs = hf.load_hf(tiny_dir).talker
+def test_talker_block_with_shared_expert_equal_hf(tiny_models):
+    """The Talker's MoE adds a sigmoid-gated shared expert; same module, checked on the tiny
+    Talker's weights."""
+    ours, theirs = tiny_models[0].talker, tiny_models[1].talker
     x = torch.randn(2, 7, ours.config.text_config.hidden_size, generator=torch.Generator().manual_seed(3))
     for a, b in zip(ours.model.layers, theirs.model.layers):
         with torch.no_grad():
@@ -120,11 +111,11 @@ def test_grouped_experts_equal_per_token_definition_and_run_each_expert_once(mon
     assert 5 not in calls
 
 
-@pytest.mark.parametrize("which", ["tiny", "hf_test"])
-def test_load_balancing_loss_equals_hf(which, request):
-    ours, theirs = request.getfixturevalue(which)
+@pytest.mark.parametrize("which", PAIRS)
+def test_load_balancing_loss_equal_hf(which, request, random_prompt):
+    ours, theirs = _thinkers(request, which)
     cfg = ours.config.text_config
-    ids, mask = _prompt(cfg.vocab_size, seed=4)
+    ids, mask = _moe_prompt(random_prompt, cfg.vocab_size, seed=4)
     with torch.no_grad():
         got = ours(input_ids=ids, attention_mask=mask, output_router_logits=True)
         want = theirs(input_ids=ids, attention_mask=mask, output_router_logits=True)
@@ -147,10 +138,10 @@ def test_load_balancing_loss_reference_value_and_errors():
         load_balancing_loss([], 8, 2)
 
 
-def test_expert_usage_and_explorer_callback(tiny):
-    ours, _ = tiny
+def test_expert_usage_and_explorer_callback(tiny_thinker_models, random_prompt):
+    ours = tiny_thinker_models[0].thinker
     cfg = ours.config.text_config
-    ids, mask = _prompt(cfg.vocab_size, seed=5)
+    ids, mask = _moe_prompt(random_prompt, cfg.vocab_size, seed=5)
     with torch.no_grad():
         routing = ours(input_ids=ids, attention_mask=mask).routing
     usage = expert_usage(routing)

@@ -81,3 +81,190 @@ def test_deepstack_effect_is_zero_before_the_first_visual_token_and_measured_aft
     assert effect.change_before < 1e-5
     with pytest.raises(ValueError, match="no image or video"):
         plots.deepstack_effect(tiny_thinker, ids[:, :3], torch.ones_like(ids[:, :3]))
+
+
+# ---- notebooks 03 and 04: routing by modality, the nucleus size, the figures draw ---------------------------
+
+def test_nucleus_size_is_what_apply_top_p_keeps():
+    from omni_ref.sampling import apply_top_p
+    g = torch.Generator().manual_seed(1)
+    for logits in (torch.randn(300, generator=g), -1.2 * torch.log(torch.arange(1, 301.0)), torch.zeros(10)):
+        for p in (0.01, 0.5, 0.9, 0.99):
+            kept = int(torch.isfinite(apply_top_p(logits[None], p)).sum())
+            assert plots.nucleus_size(torch.softmax(logits, -1), p) == kept, (p, kept)
+    assert plots.nucleus_size(torch.tensor([0.7, 0.2, 0.1]), 0.7) == 1     # reaching p exactly is enough
+    assert plots.nucleus_size(torch.tensor([0.7, 0.2, 0.1]), 0.71) == 2
+
+
+def test_modality_routing_gives_f_and_p_of_each_modality(tiny_thinker):
+    from omni_ref.moe import load_balancing_loss
+    ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = tiny_thinker(input_ids=ids, output_router_logits=True)
+    first = torch.zeros(2, 7, dtype=torch.bool)
+    first[:, :3] = True
+    masks = {"a": first, "b": ~first, "none": torch.zeros(2, 7, dtype=torch.bool)}
+    stats = plots.modality_routing(out.routing, masks, layer=0)
+    k = tiny_thinker.config.text_config.num_experts_per_tok
+    E = tiny_thinker.config.text_config.num_experts
+    assert set(stats) == {"a", "b"}                                        # empty modalities are left out
+    assert stats["a"].tokens == 6 and stats["b"].tokens == 8
+    for share, prob, _ in stats.values():
+        assert share.shape == prob.shape == (E,)
+        assert abs(float(share.sum()) - k) < 1e-5 and abs(float(prob.sum()) - 1) < 1e-5
+    # over all tokens of one layer, E * sum f_e P_e is that layer's load-balancing loss
+    everything = plots.modality_routing(out.routing, {"all": torch.ones(2, 7, dtype=torch.bool)}, 0)["all"]
+    want = load_balancing_loss([out.routing[0].router_logits.detach()], E, k)
+    assert abs(float(E * (everything[0] * everything[1]).sum()) - float(want)) < 1e-5
+
+
+def test_routing_and_sampling_figures_draw(tiny_thinker):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref.generate import thinker_generate
+    ids = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = tiny_thinker(input_ids=ids)
+    k = tiny_thinker.config.text_config.num_experts_per_tok
+    masks = {"text": torch.ones(1, 6, dtype=torch.bool)}
+    figs = [plots.plot_router_token(out.routing[0].router_probs[0, 0], k),
+            plots.plot_expert_share({"tiny": plots.modality_routing(out.routing, masks, 0)}),
+            plots.plot_sampling_filters({"logits": out.logits[0, -1]}, top_k=5)]
+    trace = []
+    thinker_generate(tiny_thinker, ids, max_new_tokens=3, trace=trace)
+    figs.append(plots.plot_decode_trace(trace))
+    assert all(f.axes for f in figs)
+    for f in figs:
+        plt.close(f)
+
+
+# ---- the architecture and the stage timings (notebooks 00 and 07) ----------------------------------------------
+
+def test_architecture_shapes_are_the_real_configs():
+    from omni_ref import presets
+    s = plots.architecture_shapes(presets.config("real"), mel_frames=343, image_grid=(1, 12, 18))
+    assert s["mel"] == "log-mel (128, 343)"
+    assert s["audio"] == "audio tokens (45, 2048)"                 # 3 x 13 + 6 tokens; AuT output_dim 2048
+    assert s["patches"] == "patches (216, 1536)"                   # 12 x 18 patches of 3 x 2 x 16 x 16
+    assert s["image"] == "image tokens (54, 2048)"                 # merged 2 x 2
+    assert s["deepstack"].startswith("deepstack 3 x (54, 2048)")
+    assert s["handoff"] == "embeddings (T, 2048) + layer-24 states (T, 2048)"
+    assert s["codes"] == "codes (16, F) x 2048 at 12.5 Hz" and s["wave"] == "wave (1, 1, 1920 F) at 24 kHz"
+
+
+def test_log_ticks_label_one_two_five():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    assert plots.log_ticks(ax, 0.08, 60) == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+    assert [t.get_text() for t in ax.get_yticklabels()][:3] == ["0.1", "0.2", "0.5"]
+    plt.close(fig)
+
+
+def test_architecture_and_timing_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref import presets
+    from omni_ref.tools import latency
+    stage = {"omni_ref": 0.010, "hf": 0.020, "runs": {"omni_ref": [0.009, 0.010, 0.011], "hf": [0.01, 0.02, 0.03]},
+             "flag": {"omni_ref": None, "hf": "spread 100% is over 50%"}}
+    stages = {"thinker_ttft": stage, "processor": {"omni_ref": 0.001, "hf": None}}
+    steps = {"thinker": {"omni_ref": {"thinker_ttft": [0.05], "thinker_token": [0.01, 0.012]}, "hf": {}},
+             "talker": {"omni_ref": {"talker_ttft": [0.02], "talker_step": [0.03]},
+                        "hf": {"talker_ttft": [0.02], "talker_step": [0.04]}}}
+    figs = [plots.plot_architecture(presets.config("real")),
+            plots.plot_parameter_sizes(latency.module_sizes(presets.build_meta("tiny"))),
+            plots.plot_stage_times(stages), plots.plot_step_times(steps)]
+    assert all(f.axes for f in figs)
+    for f in figs:
+        plt.close(f)
+
+
+# ---- notebooks 01 and 02 (issue 9): AuT's conv reach, the position grid, the log-mel and token-cost figures ----
+
+def test_conv_reach_is_the_window_of_three_stride_2_convolutions(tiny_thinker):
+    reach = plots.conv_reach(tiny_thinker.audio_tower, 100)                 # (frames, steps)
+    frame, step = torch.arange(100)[:, None], torch.arange(13)[None, :]
+    assert torch.equal(reach, (frame >= 8 * step - 7) & (frame <= 8 * step + 7))
+    assert plots.conv_reach(tiny_thinker.audio_tower, 43).shape == (43, 6)
+
+
+def test_attention_window_figure_draws_no_bar_where_nothing_changed():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    response = torch.zeros(20)
+    response[:8] = torch.linspace(0.1, 1.0, 8)                             # window 0 partly, window 1 not at all
+    fig = plots.plot_attention_windows([10, 10], [5, 5, 5, 5], response=response)
+    bottom = fig.axes[1]
+    assert len(bottom.patches) == 8                                        # one bar per changed token, no floor bars
+    assert [t.get_text() for t in bottom.texts] == ["0 exactly:\nno token changed"]   # only window 1 is unchanged
+    plt.close(fig)
+
+
+def test_processor_and_position_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from omni_ref.processor.audio import AudioSettings, mel_filter_bank
+    T = 7
+    positions = torch.tensor([[0, 1, 2, 2, 2, 2, 4], [0, 1, 2, 2, 3, 3, 4], [0, 1, 2, 3, 2, 3, 4]])
+    image = torch.tensor([0, 0, 1, 1, 1, 1, 0], dtype=torch.bool)
+    fig = plots.plot_position_grid(positions, {"text": ~image, "image": image}, [str(i) for i in range(T)])
+    assert len(fig.axes[0].texts) == 3 * T and len(fig.axes[0].lines) == 2   # every id written; run start and end
+    filters = mel_filter_bank(AudioSettings())
+    power = np.abs(np.random.default_rng(0).normal(size=201)) ** 2
+    mel = filters.T @ power
+    log_spec = np.maximum(np.log10(mel), np.log10(mel).max() - 8)
+    figs = [fig, plots.plot_mel_steps(np.linspace(0, 8000, 201), filters, power, mel, log_spec,
+                                      float(log_spec.min()), frame=3),
+            plots.plot_token_costs(np.arange(0, 2, 0.1), list(range(20)), [100, 1000], {"square": [9, 900]}, 12544)]
+    assert all(f.axes for f in figs)
+    for f in figs:
+        plt.close(f)
+
+
+# ---- notebooks 05 and 06: Talker, MTP and Code2Wav figures ---------------------------------------------------
+
+def test_envelope_keeps_min_and_max_of_every_window():
+    lo, hi = plots.envelope(torch.tensor([0.0, 3.0, -1.0, 2.0, 5.0]), 2)
+    assert lo.tolist() == [0.0, -1.0, 5.0] and hi.tolist() == [3.0, 2.0, 5.0]   # last window padded with itself
+
+
+def test_residual_dependencies_are_a_strict_triangle():
+    from omni_ref.model import init_random_weights
+    from omni_ref.talker import Talker
+    talker = Talker(presets.config("tiny").talker_config).eval()
+    init_random_weights(talker, seed=3)
+    hidden = torch.randn(1, 1, talker.config.text_config.hidden_size, generator=torch.Generator().manual_seed(4))
+    dep = plots.residual_dependencies(talker, hidden, code0=5)
+    n = talker.config.num_code_groups
+    later = torch.ones(n, n, dtype=torch.bool).triu(1)
+    assert dep.shape == (n, n)
+    assert (dep[~later] == 0).all()            # forcing code q never moves codes 0..q
+    assert (dep[later] > 0).all()              # and always moves the logits of every later code
+
+
+def test_talker_and_code2wav_figures_draw():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref.code2wav import chunk_spans
+    from omni_ref.talker import ASSISTANT_SEGMENTS
+    segments = [("user text: text_projection", 0, 3), ("user media: hidden_projection", 3, 10)] + [
+        (s, 10 + i, 11 + i) for i, s in enumerate(ASSISTANT_SEGMENTS)]
+    wave = torch.sin(torch.arange(6 * 1920 - 555) / 7.0)
+    figs = [plots.plot_talker_prompt(segments, 2),
+            plots.plot_frame_codes(torch.randint(0, 2048, (4, 8)), torch.ones(4, 4).triu(1), n_frames=3),
+            plots.plot_waveform_frames(wave, 1920, 555, 24000, zoom=(2, 4)),
+            plots.plot_chunk_spans(chunk_spans(50, 10, 25), 50, 1920, 555)]
+    assert len(figs[0].axes[1].patches) == 2 * len(ASSISTANT_SEGMENTS)     # a text side and a codec side each
+    assert len(figs[1].axes[0].texts) == 4 * 3                              # one code id per cell shown
+    assert len(figs[3].axes[0].patches) == 2 * 5                            # context and kept part per chunk
+    for f in figs:
+        plt.close(f)

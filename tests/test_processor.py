@@ -94,7 +94,7 @@ def test_reads_the_checkpoint_files(ours, theirs):
     assert package.Processor is Processor
 
 
-def test_building_blocks_match_hf(theirs):
+def test_building_blocks_equal_hf(theirs):
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
     from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths
     assert np.array_equal(mel_filter_bank(AudioSettings()), theirs.feature_extractor.mel_filters)

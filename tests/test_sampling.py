@@ -31,32 +31,27 @@ def _same_filter(got, want):
 
 
 @pytest.mark.parametrize("penalty", [1.3, 0.7])
-def test_repetition_penalty_equals_hf(penalty):
+def test_repetition_penalty_equal_hf(penalty):
     scores, ids = _scores()
     _same_filter(apply_repetition_penalty(scores, ids, penalty), RepetitionPenaltyLogitsProcessor(penalty)(ids, scores))
 
 
 @pytest.mark.parametrize("t", [0.3, 1.7])
-def test_temperature_equals_hf(t):
+def test_temperature_equal_hf(t):
     scores, ids = _scores(1)
     _same_filter(apply_temperature(scores, t), TemperatureLogitsWarper(t)(ids, scores))
 
 
 @pytest.mark.parametrize("k", [1, 2, 9, 500])
-def test_top_k_equals_hf(k):
+def test_top_k_equal_hf(k):
     scores, ids = _scores(2)
     _same_filter(apply_top_k(scores, k), TopKLogitsWarper(k)(ids, scores))
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9, 0.999])
-def test_top_p_equals_hf(p):
+def test_top_p_equal_hf(p):
     scores, ids = _scores(3)
     _same_filter(apply_top_p(scores, p), TopPLogitsWarper(p)(ids, scores))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return omni_ref.load(tiny_dir, components=("thinker",)), hf.load_hf(tiny_dir)
 
 
 @pytest.mark.parametrize("opts", [
@@ -64,10 +59,10 @@ def tiny(tiny_dir):
     dict(do_sample=True, temperature=1.5, top_k=0, top_p=0.5, repetition_penalty=1.0),
     dict(do_sample=False, repetition_penalty=1.2),
 ])
-def test_processor_chain_equals_hf_generate_chain(tiny, opts):
+def test_processor_chain_equal_hf_generate_chain(tiny_thinker_models, opts):
     """The processors HF's generate itself builds for these options (GenerationMixin._get_logits_processor),
     applied in its order, give the same filtered distribution as ours."""
-    _, theirs = tiny
+    _, theirs = tiny_thinker_models
     scores, ids = _scores(4)
     chain = theirs.thinker._get_logits_processor(generation_config=GenerationConfig(**opts),
                                                  input_ids_seq_length=ids.shape[1], device="cpu")
@@ -83,8 +78,8 @@ def test_processor_chain_equals_hf_generate_chain(tiny, opts):
          thinker_repetition_penalty=1.2),
     dict(thinker_repetition_penalty=1.5),                       # greedy with a penalty
 ])
-def test_seeded_generation_equals_hf_token_for_token(tiny, kw):
-    ours, theirs = tiny
+def test_seeded_generation_equal_hf_token_for_token(tiny_thinker_models, kw):
+    ours, theirs = tiny_thinker_models
     ids = torch.randint(0, 2048, (2, 8), generator=torch.Generator().manual_seed(5))
     mask = torch.ones_like(ids)
     mask[0, :2] = 0

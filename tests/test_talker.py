@@ -16,12 +16,15 @@ from omni_ref.code_predictor import residual_sampling
 from omni_ref.config import OmniConfig
 from omni_ref.layers import KVCache
 from omni_ref.moe import SparseMoE
-from omni_ref.talker import suppressed_ids, text_positions
+from omni_ref.rope import text_position_ids
+from omni_ref.talker import PAD_POSITION, suppressed_ids
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return omni_ref.load(tiny_dir, components=("talker",)).talker, hf.load_hf(tiny_dir).talker
+def talkers(tiny_models):
+    """(our Talker, HF's Talker) on the tiny checkpoint."""
+    ours, theirs = tiny_models
+    return ours.talker, theirs.talker
 
 
 def _embeds(talker, batch=2, length=9, seed=0):
@@ -33,9 +36,9 @@ def _embeds(talker, batch=2, length=9, seed=0):
     return x, mask
 
 
-def test_prefill_logits_and_hidden_states_equal_hf(tiny):
+def test_prefill_logits_and_hidden_states_equal_hf(talkers):
     """Every position (padding included) of a left-padded batch; HF computes its own positions from the mask."""
-    ours, theirs = tiny
+    ours, theirs = talkers
     x, mask = _embeds(ours)
     with torch.no_grad():
         got = ours(inputs_embeds=x, attention_mask=mask, output_hidden_states=True)
@@ -49,12 +52,12 @@ def test_prefill_logits_and_hidden_states_equal_hf(tiny):
     assert all(r is not None for r in got.routing)
 
 
-def test_cached_decode_steps_equal_hf(tiny):
+def test_cached_decode_steps_equal_hf(talkers):
     """Prefill, then two single-position steps with the positions HF's generate uses (last + 1 per axis)."""
-    ours, theirs = tiny
+    ours, theirs = talkers
     x, mask = _embeds(ours, length=8)
     steps = torch.randn(2, 2, 1, x.shape[-1], generator=torch.Generator().manual_seed(1)) * 0.5
-    pos = text_positions(mask)
+    pos = text_position_ids(mask, pad_value=PAD_POSITION)
     cache, hf_cache = KVCache(), DynamicCache(config=theirs.config.text_config)
     with torch.no_grad():
         got = ours(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache)
@@ -71,9 +74,9 @@ def test_cached_decode_steps_equal_hf(tiny):
     assert cache.length == hf_cache.get_seq_length() == 10
 
 
-def test_code_predictor_logits_for_every_residual_codebook_equal_hf(tiny):
+def test_code_predictor_logits_for_every_residual_codebook_equal_hf(talkers):
     """Head 0 from the 2-position prefill, heads 1..N-2 from cached single-code steps (HF's generation_steps)."""
-    ours, theirs = tiny
+    ours, theirs = talkers
     ours, theirs = ours.code_predictor, theirs.code_predictor
     x = torch.randn(2, 2, ours.config.hidden_size, generator=torch.Generator().manual_seed(2)) * 0.5
     cache, hf_cache = KVCache(), DynamicCache(config=theirs.config)
@@ -89,10 +92,10 @@ def test_code_predictor_logits_for_every_residual_codebook_equal_hf(tiny):
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
-def test_code_predictor_codes_equal_hf_generate(tiny, do_sample):
+def test_code_predictor_codes_equal_hf_generate(talkers, do_sample):
     """HF's own generate with the options its Talker passes (greedy, or top-k 50 / top-p 0.8 sampling from the same
     seed: both sides draw once per code from torch's global generator, in the same order)."""
-    ours, theirs = tiny
+    ours, theirs = talkers
     ours, theirs = ours.code_predictor, theirs.code_predictor
     extra = {"top_k": 50, "top_p": 0.8} if do_sample else {}
     for seed in range(3):
@@ -135,8 +138,8 @@ def test_every_talker_layer_is_sparse_even_when_mlp_only_layers_says_dense():
     assert hasattr(theirs.model.layers[0].mlp, "shared_expert")
 
 
-def test_bad_code_predictor_calls_are_named(tiny):
-    cp = tiny[0].code_predictor
+def test_bad_code_predictor_calls_are_named(talkers):
+    cp = talkers[0].code_predictor
     with pytest.raises(ValueError, match=r"step=3: the code predictor has heads for steps 0..2"):
         cp(3, codes=torch.zeros(1, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"step 0 takes inputs_embeds \(batch, 2, hidden\)"):

@@ -15,40 +15,13 @@ from omni_ref.rope import MultimodalRotary, axis_of_pairs, text_position_ids
 from omni_ref.thinker import token_modalities
 
 
-def _pair(path):
-    return omni_ref.load(path, components=("thinker",)), hf.load_hf(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return _pair(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_test_dir(tmp_path_factory):
-    return hf.write_hf_test_checkpoint(tmp_path_factory.mktemp("hf_test_thinker"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def hf_test(hf_test_dir):
-    return _pair(hf_test_dir)
-
-
-PAIRS = ["tiny", "hf_test"]
-
-
-def _prompt(vocab, seed=0, batch=3, length=10, pads=(0, 4, 1)):
-    ids = torch.randint(9, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-    mask = torch.ones_like(ids)
-    for row, n in enumerate(pads):
-        mask[row, :n] = 0                              # left padding, as a batched chat prompt has
-    return ids, mask
+PAIRS = ["tiny_thinker_models", "hf_test_thinker_models"]
 
 
 @pytest.mark.parametrize("which", PAIRS)
-def test_prefill_logits_and_hidden_states_equal_hf(which, request):
+def test_prefill_logits_and_hidden_states_equal_hf(which, request, random_prompt):
     ours, theirs = request.getfixturevalue(which)
-    ids, mask = _prompt(ours.config.thinker_config.text_config.vocab_size)
+    ids, mask = random_prompt(ours.config.thinker_config.text_config.vocab_size)
     with torch.no_grad():
         got = ours.thinker(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         want = theirs.thinker(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -58,9 +31,9 @@ def test_prefill_logits_and_hidden_states_equal_hf(which, request):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_inputs_embeds_and_2d_position_ids_equal_hf(tiny):
-    ours, theirs = tiny
-    ids, _ = _prompt(2048, seed=1, batch=2, pads=(0, 0))
+def test_inputs_embeds_and_2d_position_ids_equal_hf(tiny_thinker_models, random_prompt):
+    ours, theirs = tiny_thinker_models
+    ids, _ = random_prompt(2048, seed=1, batch=2, pads=(0, 0))
     embeds = ours.thinker.model.embed_tokens(ids).detach()
     pos = torch.arange(3, 3 + ids.shape[1])[None].expand(2, -1)          # an offset start, one row per token
     with torch.no_grad():
@@ -111,15 +84,15 @@ def test_interleaved_axis_split():
     assert axis_of_pairs(4, (1, 1, 2)).tolist() == [0, 1, 2, 0]
 
 
-def test_text_position_ids_equal_hf_get_rope_index(tiny):
-    _, theirs = tiny
-    _, mask = _prompt(2048, pads=(0, 4, 9))
+def test_text_position_ids_equal_hf_get_rope_index(tiny_thinker_models, random_prompt):
+    _, theirs = tiny_thinker_models
+    _, mask = random_prompt(2048, pads=(0, 4, 9))
     want, _ = theirs.thinker.get_rope_index(torch.zeros_like(mask), attention_mask=mask)
     assert torch.equal(text_position_ids(mask).float(), want)
 
 
-def test_deepstack_injection_equals_hf(tiny):
-    ours, theirs = tiny
+def test_deepstack_injection_equal_hf(tiny_thinker_models):
+    ours, theirs = tiny_thinker_models
     text = ours.config.thinker_config.text_config
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 9, text.hidden_size, generator=g)
@@ -135,9 +108,9 @@ def test_deepstack_injection_equals_hf(tiny):
 
 
 @pytest.mark.parametrize("which", PAIRS)
-def test_cached_decoding_equals_uncached_forward(which, request):
+def test_cached_decoding_equals_uncached_forward(which, request, random_prompt):
     ours, _ = request.getfixturevalue(which)
-    ids, mask = _prompt(ours.config.thinker_config.text_config.vocab_size, seed=4, length=12)
+    ids, mask = random_prompt(ours.config.thinker_config.text_config.vocab_size, seed=4, length=12)
     with torch.no_grad():
         full = ours.thinker(input_ids=ids, attention_mask=mask, use_cache=False)
         cache = KVCache()
@@ -151,9 +124,9 @@ def test_cached_decoding_equals_uncached_forward(which, request):
 
 
 @pytest.mark.parametrize("which", PAIRS)
-def test_32_greedy_tokens_equal_hf_generate(which, request):
+def test_32_greedy_tokens_equal_hf_generate(which, request, random_prompt):
     ours, theirs = request.getfixturevalue(which)
-    ids, mask = _prompt(ours.config.thinker_config.text_config.vocab_size, seed=5)
+    ids, mask = random_prompt(ours.config.thinker_config.text_config.vocab_size, seed=5)
     got = ours.generate(input_ids=ids, attention_mask=mask, return_audio=False, thinker_max_new_tokens=32)
     want = theirs.generate(input_ids=ids, attention_mask=mask, return_audio=False, thinker_max_new_tokens=32)
     want_thinker = theirs.thinker.generate(input_ids=ids, attention_mask=mask, max_new_tokens=32)
@@ -165,11 +138,11 @@ def test_32_greedy_tokens_equal_hf_generate(which, request):
     assert torch.equal(again, got)
 
 
-def test_generation_hidden_states_equal_hf(tiny):
+def test_generation_hidden_states_equal_hf(tiny_thinker_models, random_prompt):
     """What the Talker will consume: the hidden states of every pass (prefill, then one position per step)."""
     from omni_ref.generate import thinker_generate
-    ours, theirs = tiny
-    ids, mask = _prompt(2048, seed=9, batch=2, pads=(0, 3))
+    ours, theirs = tiny_thinker_models
+    ids, mask = random_prompt(2048, seed=9, batch=2, pads=(0, 3))
     got = thinker_generate(ours.thinker, ids, mask, max_new_tokens=4, output_hidden_states=True,
                            return_dict_in_generate=True)
     want = theirs.thinker.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, output_hidden_states=True,
@@ -182,9 +155,9 @@ def test_generation_hidden_states_equal_hf(tiny):
 
 
 @pytest.mark.parametrize("which", PAIRS)
-def test_eos_stops_rows_and_pads_like_hf(which, request):
+def test_eos_stops_rows_and_pads_like_hf(which, request, random_prompt):
     ours, theirs = request.getfixturevalue(which)
-    ids, mask = _prompt(ours.config.thinker_config.text_config.vocab_size, seed=6)
+    ids, mask = random_prompt(ours.config.thinker_config.text_config.vocab_size, seed=6)
     free = theirs.generate(input_ids=ids, attention_mask=mask, return_audio=False, thinker_max_new_tokens=12)
     eos = [int(free[1, 10 + 2]), int(free[2, 10 + 5])]      # rows 1 and 2 stop early, row 0 maybe too
     got = ours.generate(input_ids=ids, attention_mask=mask, return_audio=False, thinker_max_new_tokens=12,
@@ -198,9 +171,10 @@ def test_eos_stops_rows_and_pads_like_hf(which, request):
     assert (got[1, 10 + first_stop + 1:] == pad).all()
 
 
-def test_layer_report_ok_on_parity_and_names_the_broken_layer(hf_test_dir):
-    ours, theirs = _pair(hf_test_dir)
-    ids, mask = _prompt(99, seed=7)
+def test_layer_report_ok_on_parity_and_names_the_broken_layer(hf_test_dir, random_prompt):
+    # A fresh pair: this test breaks a router.
+    ours, theirs = omni_ref.load(hf_test_dir, components=("thinker",)), hf.load_hf(hf_test_dir)
+    ids, mask = random_prompt(99, seed=7)
     report = hf.thinker_layer_report(ours, theirs, input_ids=ids, attention_mask=mask)
     assert len(report) == 4 + 2 and all(line.startswith("[OK]") for line in report)
     assert report[1].startswith("[OK]   layer 0 ") and report[1].endswith("experts equal for 30/30 tokens")
@@ -211,9 +185,9 @@ def test_layer_report_ok_on_parity_and_names_the_broken_layer(hf_test_dir):
     assert status[:3] == ["[OK]"] * 3 and status[3] == "[DIFF]" and report[3].split()[1:3] == ["layer", "2"]
 
 
-def test_labels_loss_equals_hf(tiny):
-    ours, theirs = tiny
-    ids, mask = _prompt(2048, seed=8)
+def test_labels_loss_equal_hf(tiny_thinker_models, random_prompt):
+    ours, theirs = tiny_thinker_models
+    ids, mask = random_prompt(2048, seed=8)
     labels = ids.masked_fill(mask == 0, -100)
     with torch.no_grad():
         got = ours.thinker(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
@@ -221,8 +195,8 @@ def test_labels_loss_equals_hf(tiny):
     torch.testing.assert_close(got.loss, want.loss, atol=1e-5, rtol=0)
 
 
-def test_token_modalities_split_placeholders(tiny):
-    ours, _ = tiny
+def test_token_modalities_split_placeholders(tiny_thinker_models):
+    ours, _ = tiny_thinker_models
     cfg = ours.config.thinker_config
     ids = torch.tensor([[5, cfg.audio_token_id, cfg.audio_token_id, cfg.image_token_id, 7]])
     m = token_modalities(ids, cfg)
@@ -232,8 +206,8 @@ def test_token_modalities_split_placeholders(tiny):
 
 # ---- bad input -----------------------------------------------------------------------------------------------
 
-def test_bad_inputs_get_clear_errors(tiny):
-    ours, _ = tiny
+def test_bad_inputs_get_clear_errors(tiny_thinker_models):
+    ours, _ = tiny_thinker_models
     th = ours.thinker
     with pytest.raises(ValueError, match=r"input_ids contain 5000, outside the vocabulary 0..2047"):
         th(input_ids=torch.tensor([[1, 5000]]))

@@ -33,10 +33,10 @@ def _inputs(processor, messages, **kw):
                                          fps=2.0, **kw)
 
 
-@pytest.fixture(scope="module", params=["tiny", "demo"])
-def pair(request):
-    ckpt = presets.cached_checkpoint(request.param)
-    return (omni_ref.load(ckpt, components=("thinker",)), hf.load_hf(ckpt), omni_ref.Processor.from_pretrained(ckpt))
+@pytest.fixture(scope="module")
+def models_and_processor(preset_thinker_models, preset_dir):
+    """(our Qwen3Omni with the Thinker only, HF's whole model, our Processor) on each preset."""
+    return (*preset_thinker_models, omni_ref.Processor.from_pretrained(preset_dir))
 
 
 def _rope_index(theirs, inputs, use_audio_in_video=False):
@@ -47,16 +47,16 @@ def _rope_index(theirs, inputs, use_audio_in_video=False):
 
 
 @pytest.mark.parametrize("kind", list(PARTS))
-def test_position_ids_equal_hf(pair, kind):
-    ours, theirs, processor = pair
+def test_position_ids_equal_hf(models_and_processor, kind):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages(PARTS[kind]))
     got, got_delta = ours.thinker.prompt_positions(inputs["input_ids"], inputs["attention_mask"], **_media(inputs))
     want, want_delta = _rope_index(theirs, inputs)
     assert torch.equal(got, want.float()) and torch.equal(got_delta.float(), want_delta.float())
 
 
-def test_position_ids_audio_in_video_and_padded_batch_equal_hf(pair):
-    ours, theirs, processor = pair
+def test_position_ids_audio_in_video_and_padded_batch_equal_hf(models_and_processor):
+    ours, theirs, processor = models_and_processor
     aiv = _inputs(processor, _messages([{"type": "video", "video": VIDEO}]), use_audio_in_video=True)
     got, _ = ours.thinker.prompt_positions(aiv["input_ids"], aiv["attention_mask"], **_media(aiv))
     want, _ = _rope_index(theirs, aiv, use_audio_in_video=True)
@@ -74,8 +74,8 @@ def _media(inputs):
     return {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
 
 
-def test_logits_with_text_audio_image_video_equal_hf(pair):
-    ours, theirs, processor = pair
+def test_logits_with_text_audio_image_video_equal_hf(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages(PARTS["all"]))
     assert {"input_features", "pixel_values", "pixel_values_videos"} <= set(inputs)
     with torch.no_grad():
@@ -86,8 +86,8 @@ def test_logits_with_text_audio_image_video_equal_hf(pair):
     torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
 
 
-def test_audio_in_video_logits_equal_hf(pair):
-    ours, theirs, processor = pair
+def test_audio_in_video_logits_equal_hf(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages([{"type": "video", "video": VIDEO}]), use_audio_in_video=True)
     with torch.no_grad():
         got = ours.thinker(**inputs).logits
@@ -95,8 +95,8 @@ def test_audio_in_video_logits_equal_hf(pair):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_16_greedy_tokens_equal_hf(pair):
-    ours, theirs, processor = pair
+def test_16_greedy_tokens_equal_hf(models_and_processor):
+    ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, [_messages(PARTS["all"]), _messages(PARTS["image"], "Short?")])
     with torch.no_grad():
         got = ours.generate(**inputs, return_audio=False, thinker_max_new_tokens=16, thinker_do_sample=False,
@@ -107,8 +107,8 @@ def test_16_greedy_tokens_equal_hf(pair):
     assert torch.equal(got, want)
 
 
-def test_deepstack_reaches_only_visual_positions(pair):
-    ours, _, processor = pair
+def test_deepstack_reaches_only_visual_positions(models_and_processor):
+    ours, _, processor = models_and_processor
     inputs = _inputs(processor, _messages(PARTS["all"]))
     emb = ours.thinker.embed(inputs["input_ids"], **_media(inputs))
     cfg = ours.config.thinker_config
@@ -118,8 +118,8 @@ def test_deepstack_reaches_only_visual_positions(pair):
     assert all(d.shape == (int(emb.visual_pos_masks.sum()), cfg.text_config.hidden_size) for d in emb.deepstack)
 
 
-def test_placeholder_count_mismatch_is_explained(pair):
-    ours, _, processor = pair
+def test_placeholder_count_mismatch_is_explained(models_and_processor):
+    ours, _, processor = models_and_processor
     inputs = _inputs(processor, _messages(PARTS["image"]))
     ids = inputs["input_ids"].clone()
     first = (ids == ours.config.thinker_config.image_token_id).nonzero()[0]

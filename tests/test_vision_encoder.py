@@ -27,22 +27,22 @@ def pixels(grid, seed=0):
     return torch.randn(int(grid.prod(-1).sum()), ROW, generator=torch.Generator().manual_seed(seed)), grid
 
 
-@pytest.fixture(scope="module", params=["tiny", "demo"])
-def pair(request):
-    """(our vision tower, HF's Thinker) on the same preset checkpoint."""
-    ckpt = omni_ref.presets.cached_checkpoint(request.param)
-    ours = omni_ref.load(ckpt, components=("thinker",)).thinker.visual.eval()
-    return ours, hf.load_hf(ckpt).thinker
+@pytest.fixture(scope="module")
+def vision_towers(preset_thinker_models):
+    """(our vision tower, HF's Thinker) on each preset's checkpoint."""
+    ours, theirs = preset_thinker_models
+    return ours.thinker.visual.eval(), theirs.thinker
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return omni_ref.load(omni_ref.presets.cached_checkpoint("tiny"), components=("thinker",)).thinker.visual
+def tiny_vision_tower(tiny_dir):
+    """Our vision tower on the tiny checkpoint."""
+    return omni_ref.load(tiny_dir, components=("thinker",)).thinker.visual
 
 
 @pytest.mark.parametrize("name", GRIDS)
-def test_tower_matches_hf(pair, name):
-    ours, theirs = pair
+def test_tower_equal_hf(vision_towers, name):
+    ours, theirs = vision_towers
     px, grid = pixels(GRIDS[name])
     with torch.no_grad():
         want = theirs.model.visual(px, grid_thw=grid)
@@ -57,10 +57,10 @@ def test_tower_matches_hf(pair, name):
 
 
 @pytest.mark.parametrize("kind", ["image", "video"])
-def test_thinker_feature_path_matches_hf(pair, kind):
+def test_thinker_feature_path_equal_hf(vision_towers, kind):
     """HF's Thinker calls its tower through get_image_features / get_video_features, which split the tokens per
     item; our single tensor split by merged_token_counts gives the same pieces."""
-    ours, theirs = pair
+    ours, theirs = vision_towers
     px, grid = pixels([[1, 4, 6], [1, 8, 4]] if kind == "image" else [[3, 4, 4], [2, 6, 4]], seed=3)
     with torch.no_grad():
         want = getattr(theirs, f"get_{kind}_features")(px, grid)
@@ -73,17 +73,17 @@ def test_thinker_feature_path_matches_hf(pair, kind):
             close(a, b)
 
 
-def test_images_in_a_batch_do_not_see_each_other(tiny):
+def test_images_in_a_batch_do_not_see_each_other(tiny_vision_tower):
     (a, ga), (b, gb) = pixels([[1, 4, 6]], seed=1), pixels([[1, 8, 4]], seed=2)
     with torch.no_grad():
-        both = tiny(torch.cat([a, b]), torch.cat([ga, gb]))
-        alone = torch.cat([tiny(a, ga).tokens, tiny(b, gb).tokens])
+        both = tiny_vision_tower(torch.cat([a, b]), torch.cat([ga, gb]))
+        alone = torch.cat([tiny_vision_tower(a, ga).tokens, tiny_vision_tower(b, gb).tokens])
     torch.testing.assert_close(both.tokens, alone, atol=1e-6, rtol=0)
 
 
-def test_positions_follow_hf_grid_helpers(pair):
+def test_positions_equal_hf_grid_helpers(vision_towers):
     """The two positional ingredients, checked on their own so a failure says which one is off."""
-    ours, _ = pair
+    ours, _ = vision_towers
     grid, m = torch.tensor([[1, 4, 6], [3, 8, 4], [1, 6, 6]]), ours.config.spatial_merge_size
     assert torch.equal(patch_positions(grid, m), vision_utils.get_vision_position_ids(grid, m))
     side = round(ours.config.num_position_embeddings ** 0.5)
@@ -94,13 +94,13 @@ def test_positions_follow_hf_grid_helpers(pair):
                                atol=1e-6, rtol=0)
 
 
-def test_bad_inputs_are_named(tiny):
+def test_bad_inputs_are_named(tiny_vision_tower):
     px, grid = pixels([[1, 4, 6]])
     with pytest.raises(ValueError, match=r"24 patch rows but grid_thw \[\[1, 4, 4\]\] describes 16"):
-        tiny(px, torch.tensor([[1, 4, 4]]))
+        tiny_vision_tower(px, torch.tensor([[1, 4, 4]]))
     with pytest.raises(ValueError, match="h and w must be multiples of spatial_merge_size=2"):
-        tiny(px, torch.tensor([[1, 3, 8]]))
+        tiny_vision_tower(px, torch.tensor([[1, 3, 8]]))
     with pytest.raises(ValueError, match=r"expected \(patches, 1536\)"):
-        tiny(px[:, :768], grid)
+        tiny_vision_tower(px[:, :768], grid)
     with pytest.raises(ValueError, match=r"expected an integer \(num_images, 3\) tensor"):
-        tiny(px, torch.tensor([4, 6]))
+        tiny_vision_tower(px, torch.tensor([4, 6]))

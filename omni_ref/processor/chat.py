@@ -1,21 +1,26 @@
-"""Chat messages -> the prompt string, and the media they carry, in the order the placeholders will appear.
+"""Chat messages -> the prompt string, and the media they carry in the placeholders' order.
 
-A conversation is a list of messages {"role": ..., "content": ...}; content is a string or a list of parts:
+A conversation is a list of messages {"role": ..., "content": ...}; content is a string or a list
+of parts:
 
     {"type": "text",  "text": "What is in the picture?"}
-    {"type": "image", "image": "data/image.png"}          # or a PIL image, a uint8 array; key "path" / "url" too
-    {"type": "video", "video": "data/video"}              # a frame folder, frames array or list of frames
-    {"type": "audio", "audio": "data/speech.wav"}         # or a 1-D float array at 16 kHz
+    {"type": "image", "image": "data/image.png"}   # or a PIL image, a uint8 array; "path" / "url"
+    {"type": "video", "video": "data/video"}       # a frame folder, frames array or list of frames
+    {"type": "audio", "audio": "data/speech.wav"}  # or a 1-D float array at 16 kHz
 
-The checkpoint's Jinja chat template (chat_template.jinja) turns the conversation into ChatML text:
+The checkpoint's Jinja chat template (chat_template.jinja) turns the conversation into ChatML text
+(one line, broken here to fit):
 
-    <|im_start|>user\\nWhat is in the picture?<|vision_start|><|image_pad|><|vision_end|><|im_end|>\\n<|im_start|>assistant\\n
+    <|im_start|>user\\nWhat is in the picture?<|vision_start|><|image_pad|><|vision_end|>
+    <|im_end|>\\n<|im_start|>assistant\\n
 
-It is rendered the way HF renders it (a sandboxed Jinja environment that trims block whitespace, with `tojson` and
-`raise_exception` available), and sees only plain data: a picture object is shown to it as the string "<Image>",
-since templates only ask whether a part has a picture, never look at it.
+It is rendered the way HF renders it (a sandboxed Jinja environment that trims block whitespace,
+with `tojson` and `raise_exception` available), and sees only plain data: a picture object is shown
+to it as the string "<Image>", since templates only ask whether a part has a picture, never look at
+it.
 
-HF mirror: ProcessorMixin.apply_chat_template, render_jinja_template (transformers/utils/chat_template_utils.py) and
+HF mirror: ProcessorMixin.apply_chat_template, render_jinja_template
+(transformers/utils/chat_template_utils.py) and
 OmniModalProcessorMixin._multimodal_inputs_from_conversations.
 """
 from __future__ import annotations
@@ -29,8 +34,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .media import ProcessorError
 
 PART_TYPES = ("text", "image", "video", "audio")
-REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")   # names a message's reasoning comes under
-MEDIA_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path"), "audio": ("audio", "url", "path")}
+# The keys a message's reasoning may come under.
+REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+MEDIA_KEYS = {"image": ("image", "url", "path"), "video": ("video", "url", "path"),
+              "audio": ("audio", "url", "path")}
 
 
 def _raise(message: str):
@@ -38,10 +45,14 @@ def _raise(message: str):
 
 
 def compile_template(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
     # json.dumps without Jinja's HTML escaping, so "<" stays "<" in tool schemas
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = _raise
     return env.from_string(source)
 
@@ -67,13 +78,13 @@ def _from_openai(part):
 def normalize_conversations(conversation) -> tuple[list[list[dict]], bool]:
     """One conversation or a batch of them -> (a list of conversations, whether it was a batch).
 
-    As HF does: keys whose value is None are dropped (a missing key is what templates handle well), a message's
-    reasoning is copied to `reasoning_content` whatever its key, and OpenAI-style
+    As HF does: keys whose value is None are dropped (a missing key is what templates handle well),
+    a message's reasoning is copied to `reasoning_content` whatever its key, and OpenAI-style
     {"type": "image_url", "image_url": {"url": ...}} parts become {"type": "image", "url": ...}.
     """
     if not isinstance(conversation, (list, tuple)) or not conversation:
-        raise ProcessorError("apply_chat_template needs a list of messages {'role': ..., 'content': ...} (or a list "
-                             "of such lists for a batch)")
+        raise ProcessorError("apply_chat_template needs a list of messages {'role': ..., "
+                             "'content': ...} (or a list of such lists for a batch)")
     batched = isinstance(conversation[0], (list, tuple))
     conversations = list(conversation) if batched else [conversation]
     out = []
@@ -81,7 +92,8 @@ def normalize_conversations(conversation) -> tuple[list[list[dict]], bool]:
         messages = []
         for message in chat:
             if not isinstance(message, dict) or "role" not in message:
-                raise ProcessorError(f"each message must be a dict with 'role' and 'content', got {message!r:.80}")
+                raise ProcessorError("each message must be a dict with 'role' and 'content', got "
+                                     f"{message!r:.80}")
             message = {k: v for k, v in message.items() if v is not None}
             reasoning = next((message[k] for k in REASONING_KEYS if k in message), None)
             if reasoning is not None:   # templates read reasoning_content (gpt-oss ones: thinking)
@@ -94,7 +106,7 @@ def normalize_conversations(conversation) -> tuple[list[list[dict]], bool]:
 
 
 def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str, object]]:
-    """The media parts of one conversation in reading order, as (kind, value); checks every part's type."""
+    """The media parts of one conversation in reading order as (kind, value); checks part types."""
     found = []
     for m, message in enumerate(conversation):
         content = message.get("content")
@@ -102,35 +114,40 @@ def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str
             continue
         if not isinstance(content, (list, tuple)):
             raise ProcessorError(f"message {m} ({message['role']!r:.40}) has content of type "
-                                 f"{type(content).__name__}; write a string, or a list of parts such as "
-                                 f"{{'type': 'text', 'text': '...'}}.")
+                                 f"{type(content).__name__}; write a string, or a list of parts "
+                                 f"such as {{'type': 'text', 'text': '...'}}.")
         for p, part in enumerate(content):
             where = f"message {m} ({message['role']}), part {p}"
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in PART_TYPES:
-                raise ProcessorError(f"{where} has type {kind!r}; the known part types are {', '.join(PART_TYPES)}. "
-                                     f"Write it as e.g. {{'type': 'image', 'image': 'photo.png'}}.")
+                raise ProcessorError(f"{where} has type {kind!r}; the known part types are "
+                                     f"{', '.join(PART_TYPES)}. Write it as e.g. {{'type': "
+                                     f"'image', 'image': 'photo.png'}}.")
             if kind == "text":
                 continue
             value = next((part[k] for k in MEDIA_KEYS[kind] if k in part), None)
             if value is None and need_values:
                 article = "an" if kind[0] in "aeiou" else "a"
-                raise ProcessorError(f"{where} is {article} {kind} part without the {kind} itself: write "
-                                     f"{{'type': '{kind}', '{kind}': <path or array>}}.")
+                raise ProcessorError(f"{where} is {article} {kind} part without the {kind} "
+                                     f"itself: write {{'type': '{kind}', '{kind}': <path or "
+                                     f"array>}}.")
             found.append((kind, value))
     return found
 
 
 def render(template: jinja2.Template, conversations: list[list[dict]], add_generation_prompt: bool,
            tools=None, documents=None, **variables) -> list[str]:
-    """Render each conversation with the chat template (special tokens like eos_token come in `variables`)."""
+    """Render each conversation with the template (special tokens like eos_token: `variables`)."""
     prompts = []
     for i, chat in enumerate(conversations):
         try:
-            prompts.append(template.render(messages=plain(chat), tools=plain(tools), documents=plain(documents),
-                                           add_generation_prompt=add_generation_prompt, **plain(variables)))
-        except (jinja2.exceptions.TemplateError, TypeError, ValueError, AttributeError, KeyError) as e:
-            raise ProcessorError(f"the chat template cannot render conversation {i}: {type(e).__name__}: "
-                                 f"{str(e)[:200]}. Check its messages: each a dict with a 'role' string and "
-                                 f"'content' (a string or a list of parts).") from None
+            prompts.append(template.render(
+                messages=plain(chat), tools=plain(tools), documents=plain(documents),
+                add_generation_prompt=add_generation_prompt, **plain(variables)))
+        except (jinja2.exceptions.TemplateError, TypeError, ValueError, AttributeError,
+                KeyError) as e:
+            raise ProcessorError(f"the chat template cannot render conversation {i}: "
+                                 f"{type(e).__name__}: {str(e)[:200]}. Check its messages: each a "
+                                 f"dict with a 'role' string and 'content' (a string or a list of "
+                                 f"parts).") from None
     return prompts

@@ -1,17 +1,19 @@
-"""`make demo`: the main job, end to end on the sample inputs, with stage timings and a parity verdict.
+"""`make demo`: the main job end to end on the sample inputs, with stage timings and parity.
 
     checkpoint   write the random-weight demo checkpoint (first run only) and load it
     processor    two chats: one with the sample image and video, one with the sample speech clip
                  -> token ids, patches, log-mel
     thinker      greedy decoding of each answer's text
     talker       codec codes for each answer, and Code2Wav -> 24 kHz wavs in out/demo_<request>.wav
-    parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within 1e-5
+    parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within
+                 1e-5
 
-(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or video, its
-Talker crashes on it, so there would be nothing to compare with.)
+(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or
+video, its Talker crashes on it, so there would be nothing to compare with.)
 
-The weights are random (written from a seed), so the text is gibberish and the wav is noise: what the demo shows
-is the whole pipeline running, where its time goes, and that it is the same computation as HF's.
+The weights are random (written from a seed), so the text is gibberish and the wav is noise: what
+the demo shows is the whole pipeline running, where its time goes, and that it is the same
+computation as HF's.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import argparse
 import os
 import time
 
+import soundfile as sf
 import torch
 
 from .. import presets
@@ -52,9 +55,10 @@ def _table(title, rows):
     print(f"  {'all':24s} {sum(r.total for r in rows):16,d}\n")
 
 
-def requests() -> dict[str, list]:
-    """The sample chats: name -> messages."""
-    system = {"role": "system", "content": [{"type": "text", "text": "You are a helpful assistant."}]}
+def sample_chats() -> dict[str, list]:
+    """The sample chats of the demo (and of `make bench`): name -> messages."""
+    system = {"role": "system",
+              "content": [{"type": "text", "text": "You are a helpful assistant."}]}
     return {
         "see": [system, {"role": "user", "content": [
             {"type": "image", "image": str(DATA / "image.png")},
@@ -68,11 +72,12 @@ def requests() -> dict[str, list]:
 
 def _generate(model, inputs, speech: bool, args, eos: int):
     """(text ids, wav); the wav is None when speech is off."""
-    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False, thinker_eos_token_id=eos)
+    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False,
+                thinker_eos_token_id=eos)
     if not speech:
         return model.generate(**inputs, return_audio=False, **opts), None
-    return model.generate(**inputs, return_audio=True, speaker="Ethan", talker_max_new_tokens=args.codec_frames,
-                          talker_do_sample=False, **opts)
+    return model.generate(**inputs, return_audio=True, speaker="Ethan",
+                          talker_max_new_tokens=args.codec_frames, talker_do_sample=False, **opts)
 
 
 def main(argv=None) -> int:
@@ -80,7 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="demo", choices=["tiny", "demo"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--codec-frames", type=int, default=25, help="Talker steps (80 ms of audio each)")
+    ap.add_argument("--codec-frames", type=int, default=25, help="Talker steps (80 ms of audio "
+                                                                 "each)")
     ap.add_argument("--no-speech", action="store_true", help="text only (no Talker / Code2Wav)")
     ap.add_argument("--no-parity", action="store_true", help="skip the HF twin")
     args = ap.parse_args(argv)
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
           f"{torch.get_num_threads()} threads\n")
 
     st = Stages()
-    ckpt = st.run("checkpoint: write (first run only) or reuse", lambda: presets.cached_checkpoint(args.preset, args.seed))
+    ckpt = st.run("checkpoint: write (first run only) or reuse",
+                  lambda: presets.cached_checkpoint(args.preset, args.seed))
     model = st.run("omni_ref.load (fp32)", lambda: load(ckpt))
     processor = st.run("Processor.from_pretrained", lambda: Processor.from_pretrained(ckpt))
     twin = None
@@ -100,51 +107,61 @@ def main(argv=None) -> int:
     eos = model.config.im_end_token_id
     cfg = model.config.thinker_config
     problems, ours_s, hf_s = [], 0.0, 0.0
-    for name, msgs in requests().items():
+    for name, msgs in sample_chats().items():
         print(f"\n-- request {name!r}")
         inputs = st.run(f"{name}: processor", lambda: processor.apply_chat_template(
             msgs, add_generation_prompt=True, tokenize=True, return_dict=True, fps=2.0))
         ids = inputs["input_ids"][0]
-        counts = {k: int((ids == getattr(cfg, f"{k}_token_id")).sum()) for k in ("audio", "image", "video")}
-        print(f"             prompt: {ids.numel()} tokens, of which " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        counts = {k: int((ids == getattr(cfg, f"{k}_token_id")).sum())
+                  for k in ("audio", "image", "video")}
+        parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        print(f"             prompt: {ids.numel()} tokens, of which {parts}")
         with torch.no_grad():
-            text_ids, wav = st.run(f"{name}: omni_ref generate", lambda: _generate(model, inputs, not args.no_speech,
-                                                                                  args, eos))
+            text_ids, wav = st.run(f"{name}: omni_ref generate",
+                                   lambda: _generate(model, inputs, not args.no_speech, args, eos))
         ours_s += st.seconds[f"{name}: omni_ref generate"]
         answer = processor.decode(text_ids[0, ids.numel():].tolist())
-        print(f"             answer ({text_ids.shape[1] - ids.numel()} tokens, random weights): {answer[:80]!r}")
+        n_new = text_ids.shape[1] - ids.numel()
+        print(f"             answer ({n_new} tokens, random weights): {answer[:80]!r}")
         if wav is not None:
-            import soundfile as sf
             OUT.mkdir(exist_ok=True)
             samples = wav.reshape(-1).float().numpy()
             sf.write(OUT / f"demo_{name}.wav", samples, 24000)
-            print(f"             speech: {samples.size / 24000:.2f} s at 24 kHz -> out/demo_{name}.wav")
+            print(f"             speech: {samples.size / 24000:.2f} s at 24 kHz -> "
+                  f"out/demo_{name}.wav")
         if twin is not None:
             with torch.no_grad():
-                hf_ids, hf_wav = st.run(f"{name}: HF generate, same options",
-                                        lambda: _hf_generate(twin, inputs, wav is not None, args, eos))
+                hf_ids, hf_wav = st.run(
+                    f"{name}: HF generate, same options",
+                    lambda: _hf_generate(twin, inputs, wav is not None, args, eos))
             hf_s += st.seconds[f"{name}: HF generate, same options"]
             if not torch.equal(hf_ids, text_ids):
                 problems.append(f"{name}: text tokens differ")
-            if wav is not None and (hf_wav.shape != wav.shape or (hf_wav - wav).abs().max() > 1e-5):
+            if wav is not None and (hf_wav.shape != wav.shape
+                                    or (hf_wav - wav).abs().max() > 1e-5):
                 problems.append(f"{name}: waveforms differ")
     _table(f"{args.preset} model (random weights)", latency.module_sizes(model))
 
     verdict = "skipped (--no-parity)"
     if twin is not None:
         what = "same text tokens" + ("" if args.no_speech else " and waveforms within 1e-5")
-        verdict = f"PASS: {what} in every request" if not problems else "FAIL: " + "; ".join(problems)
-        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, same machine)")
+        if problems:
+            verdict = "FAIL: " + "; ".join(problems)
+        else:
+            verdict = f"PASS: {what} in every request"
+        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, "
+              "same machine)")
     print(f"parity verdict: {verdict}")
     return 0 if not verdict.startswith("FAIL") else 1
 
 
 def _hf_generate(twin, inputs, speech: bool, args, eos: int):
-    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False, thinker_eos_token_id=eos)
+    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False,
+                thinker_eos_token_id=eos)
     if not speech:
         return twin.generate(**inputs, return_audio=False, **opts), None
-    out = twin.generate(**inputs, return_audio=True, speaker="Ethan", talker_max_new_tokens=args.codec_frames,
-                        talker_do_sample=False, **opts)
+    out = twin.generate(**inputs, return_audio=True, speaker="Ethan",
+                        talker_max_new_tokens=args.codec_frames, talker_do_sample=False, **opts)
     return out[0], out[1]
 
 

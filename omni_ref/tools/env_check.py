@@ -1,7 +1,7 @@
 """`python -m omni_ref.tools.env_check`: one OK/FAIL line per dependency, for bug reports.
 
-The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this check and the
-install can never disagree about what the right versions are.
+The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this
+check and the install can never disagree about what the right versions are.
 """
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import sys
 # distribution name -> module to import (import proves more than an installed version number)
 IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
                 "numpy": "numpy", "safetensors": "safetensors", "tokenizers": "tokenizers",
-                "soundfile": "soundfile", "jinja2": "jinja2", "pillow": "PIL", "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets",
-                "ipykernel": "ipykernel", "nbconvert": "nbconvert", "matplotlib": "matplotlib",
-                "nbval": "nbval", "pytest": "pytest"}
+                "soundfile": "soundfile", "jinja2": "jinja2", "pillow": "PIL",
+                "jupyterlab": "jupyterlab", "ipywidgets": "ipywidgets", "ipykernel": "ipykernel",
+                "nbconvert": "nbconvert", "matplotlib": "matplotlib", "nbval": "nbval",
+                "pytest": "pytest"}
 
 
 def pins() -> dict[str, tuple[str, bool]]:
-    """name -> (pinned version, needed for omni_ref itself rather than only for tests and notebooks)."""
+    """name -> (pinned version, needed by omni_ref itself and not only by tests and notebooks)."""
     out = {}
     for req in md.requires("omni-ref") or []:
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*(;.*)?$", req)
@@ -37,12 +38,13 @@ def check() -> list[tuple[bool, str]]:
         try:
             have = md.version(name)
         except md.PackageNotFoundError:
-            rows.append((False, f"{name}: not installed (want =={want}){'' if core else ' [dev]'}"))
+            dev = "" if core else " [dev]"
+            rows.append((False, f"{name}: not installed (want =={want}){dev}"))
             continue
         try:
             importlib.import_module(IMPORT_NAMES.get(name, name))
             err = ""
-        except Exception as e:  # a broken install (e.g. torchvision beside a mismatched torch) shows here
+        except Exception as e:   # a broken install (torchvision beside another torch) shows here
             err = f", import fails: {type(e).__name__}: {e}"
         ok = have == want and not err
         rows.append((ok, f"{name} {have}" + ("" if have == want else f" (want =={want})") + err))

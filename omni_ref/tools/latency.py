@@ -1,8 +1,8 @@
 """The analytic model: parameters (total vs active), weight memory and KV-cache size, from a config alone.
 
 Everything here is computed on the meta device or from config numbers, so it works for the real 35B model on a
-laptop. The report's Table 1 (module sizes) is the reference these numbers are checked against; the latency
-side of the model (Table 2) arrives with notebook 07.
+laptop. The report's Table 1 (module sizes) is the reference these numbers are checked against (notebook 00);
+the second half of the module is the latency side, a roofline set beside the report's Table 2 (notebook 07).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ModuleSize:
     active: int         # parameters one token actually multiplies with (MoE: only its top-k experts)
 
 
-def _count(module: nn.Module) -> tuple[int, int]:
+def count_params(module: nn.Module) -> tuple[int, int]:
     """(total, active-per-token) parameters. In a SparseMoE block a token runs k of E experts, so the expert
     weights count k/E towards the active figure; everything else (router, shared expert, attention) is used in
     full. Embedding tables count in full too, by the report's convention, though a token reads one row."""
@@ -41,17 +41,17 @@ def module_sizes(model) -> list[ModuleSize]:
     rows = []
     if model.thinker is not None:
         th = model.thinker
-        rows.append(ModuleSize("Audio encoder (AuT)", *_count(th.audio_tower)))
-        rows.append(ModuleSize("Vision encoder", *_count(th.visual)))
-        lm = [_count(th.model), _count(th.lm_head)]
+        rows.append(ModuleSize("Audio encoder (AuT)", *count_params(th.audio_tower)))
+        rows.append(ModuleSize("Vision encoder", *count_params(th.visual)))
+        lm = [count_params(th.model), count_params(th.lm_head)]
         rows.append(ModuleSize("Thinker LM", sum(t for t, _ in lm), sum(a for _, a in lm)))
     if model.talker is not None:
         tk = model.talker
-        parts = [_count(m) for name, m in tk.named_children() if name != "code_predictor"]
+        parts = [count_params(m) for name, m in tk.named_children() if name != "code_predictor"]
         rows.append(ModuleSize("Talker", sum(t for t, _ in parts), sum(a for _, a in parts)))
-        rows.append(ModuleSize("MTP (code predictor)", *_count(tk.code_predictor)))
+        rows.append(ModuleSize("MTP (code predictor)", *count_params(tk.code_predictor)))
     if model.code2wav is not None:
-        rows.append(ModuleSize("Code2Wav", *_count(model.code2wav)))
+        rows.append(ModuleSize("Code2Wav", *count_params(model.code2wav)))
     return rows
 
 
@@ -168,7 +168,8 @@ def decoder_weights(model) -> dict[str, DecoderWeights]:
             "MTP": DecoderWeights("MTP", body + cp.lm_head[0].weight.numel(), passes=mtp_passes)}
 
 
-# The report's Table 2, 1-concurrency column, audio input (../shared/reference/paper_tables.md), in seconds.
+# The report's Table 2, 1-concurrency column, audio input (Qwen3-Omni Technical Report, arXiv 2509.17765,
+# Table 2: vLLM, torch.compile and CUDA graphs on the MTP and the codec decoder), in seconds.
 PAPER_TABLE_2 = {"preprocess_s": 0.072, "thinker_ttft_s": 0.088, "talker_ttft_s": 0.057, "mtp_s": 0.014,
                  "codec_s": 0.003, "first_packet_s": 0.234, "thinker_tok_s": 75.0, "talker_tok_s": 140.0, "rtf": 0.47}
 
