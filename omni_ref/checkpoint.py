@@ -21,6 +21,7 @@ business, converted by HF when it loads this same layout.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,15 +29,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import OmniConfig
+from .config import OmniConfig, read_json_object
 from .model import COMPONENTS, Qwen3Omni, check_components
 
 STACKED_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<proj>gate_proj|up_proj|down_proj)$")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+# safetensors' names of the dtypes a weight may be stored in
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 class CheckpointError(ValueError):
@@ -69,15 +72,59 @@ def _weight_map(ckpt_dir: str) -> dict[str, str]:
     """checkpoint key -> file that holds it, for a single file or a sharded checkpoint."""
     index = os.path.join(ckpt_dir, INDEX_FILE)
     if os.path.isfile(index):
-        with open(index) as f:
-            return json.load(f)["weight_map"]
+        return _read_index(ckpt_dir, index)
     single = os.path.join(ckpt_dir, SINGLE_FILE)
     if not os.path.isfile(single):
         raise FileNotFoundError(
             f"{ckpt_dir} holds neither {SINGLE_FILE} nor {INDEX_FILE}. Write a checkpoint with "
             f"omni_ref.presets.write_checkpoint('tiny', dir) or HF save_pretrained(dir).")
-    with safe_open(single, "pt") as f:
+    with _open_shard(ckpt_dir, SINGLE_FILE) as f:
         return {k: SINGLE_FILE for k in f.keys()}
+
+
+def _read_index(ckpt_dir: str, index: str) -> dict[str, str]:
+    """The index's weight_map, every entry checked: a key and a shard file name inside the
+    checkpoint folder."""
+    what = '{"weight_map": {key: shard file name}}'
+    weight_map = read_json_object(index, CheckpointError, what).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index} has no \"weight_map\" object ({{key: shard file name}}), "
+                              f"which says where each tensor is: restore the index from the "
+                              f"original checkpoint.")
+    for key, shard in weight_map.items():
+        _check_shard_name(index, key, shard)
+    return weight_map
+
+
+def _check_shard_name(index: str, key: str, shard) -> None:
+    """A shard is named relative to the checkpoint folder and must stay inside it: an index that
+    points at "../elsewhere/x.safetensors" or "/abs/path" would otherwise load tensors planted
+    outside the checkpoint. (Only the name is checked: a shard that is a symbolic link, as in HF's
+    download cache, is the folder's own.)"""
+    if not isinstance(shard, str) or not shard.endswith(".safetensors"):
+        raise CheckpointError(f"{index}: weight_map[{key!r}] = {shard!r:.80} is not the name of a "
+                              f".safetensors shard file in the checkpoint folder.")
+    parts = shard.replace("\\", "/").split("/")
+    if os.path.isabs(shard) or re.match(r"^[A-Za-z]:", shard) or ".." in parts:
+        raise CheckpointError(f"{index}: weight_map[{key!r}] names the shard {shard!r}, which is "
+                              f"outside the checkpoint folder; shards must be files inside it "
+                              f"(e.g. model-00001-of-00002.safetensors). Refusing to read it: fix "
+                              f"or replace the index.")
+
+
+@contextlib.contextmanager
+def _open_shard(ckpt_dir: str, fname: str):
+    """safe_open with its errors (a damaged header, a truncated file, a tensor the file lacks) as
+    CheckpointError naming the shard."""
+    path = os.path.join(ckpt_dir, fname)
+    try:
+        with safe_open(path, "pt") as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{ckpt_dir}: shard {fname} cannot be read: {e}. The file is "
+                              f"damaged or incomplete (an interrupted download or copy?) or does "
+                              f"not match {INDEX_FILE}: fetch it again from the original "
+                              f"checkpoint.") from None
 
 
 def present_components(ckpt_dir: str) -> tuple[str, ...]:
@@ -128,6 +175,8 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     wanted_prefixes = tuple(c + "." for c in components)
     in_file = {k for k in weight_map if k.startswith(wanted_prefixes)}
     missing, unexpected = set(slots) - in_file, in_file - set(slots)
+    # ... and keys that belong to no component at all
+    unexpected |= {k for k in weight_map if k.split(".", 1)[0] not in COMPONENTS}
     if missing or unexpected:
         lines = [f"{ckpt_dir} does not match its config.json for components {components}:"]
         if missing:
@@ -147,14 +196,18 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
         if not os.path.isfile(path):
             raise CheckpointError(f"{ckpt_dir}: shard {fname} named in {INDEX_FILE} is missing "
                                   f"({len(keys)} of the requested tensors live there)")
-        with safe_open(path, "pt") as f:
+        with _open_shard(ckpt_dir, fname) as f:
             for key in keys:
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != slots[key][2]:
                     wrong.append(f"{key} {shape} (config says {slots[key][2]})")
+                stored = f.get_slice(key).get_dtype()
+                if stored not in FLOAT_DTYPES:
+                    wrong.append(f"{key} in {fname} stored as {stored} (weights are floating "
+                                 f"point: {', '.join(FLOAT_DTYPES)})")
     if wrong:
-        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape for "
-                              "config.json: "
+        raise CheckpointError(f"{ckpt_dir}: {len(wrong)} tensor(s) have the wrong shape or type "
+                              "for config.json: "
                               + _describe(wrong))
     return LoadPlan(config, model, slots, dict(by_file))
 
@@ -177,7 +230,7 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     params = dict(model.named_parameters())
     with torch.no_grad():
         for fname, keys in plan.by_file.items():
-            with safe_open(os.path.join(ckpt_dir, fname), "pt") as f:
+            with _open_shard(ckpt_dir, fname) as f:
                 for key in keys:
                     name, e, _ = plan.slots[key]
                     target = params[name] if e is None else params[name][e]

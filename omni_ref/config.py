@@ -22,8 +22,12 @@ every Qwen3 decoder has) and `_MoEDecoderConfig` (the experts of the Thinker and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -46,6 +50,27 @@ HF_BOOKKEEPING_KEYS = frozenset({
 
 class ConfigError(ValueError):
     """A config value that cannot describe a working Qwen3-Omni model (the message names it)."""
+
+
+def read_json_object(path: str, error: type, what: str) -> dict:
+    """A JSON file that must hold one object -> that dict; anything else raises `error` naming the
+    file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = ""
+        if isinstance(e, json.JSONDecodeError):
+            where = f" (line {e.lineno}, column {e.colno}: {e.msg})"
+        raise error(f"{path} is not valid JSON{where}. It should hold {what} as one JSON object; "
+                    f"was the file cut short or edited by hand? Restore it from the original "
+                    f"checkpoint.") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}); it should hold {what}.") from None
+    if not isinstance(d, dict):
+        raise error(f"{path} holds a JSON {type(d).__name__}, but it should hold {what} as one "
+                    f"JSON object {{...}}.")
+    return d
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -84,7 +109,8 @@ class _HFConfig:
             if key in cls.sub_configs:
                 sub = cls.sub_configs[key]
                 kwargs[key] = value if isinstance(value, sub) else sub.from_dict(
-                    value or {}, strict=strict, where=f"{where}.{key}", _nested=True)
+                    {} if value is None else value, strict=strict, where=f"{where}.{key}",
+                    _nested=True)
             elif key in names:
                 kwargs[key] = value
             elif key not in HF_BOOKKEEPING_KEYS and key not in cls.ignored_keys:
@@ -95,6 +121,7 @@ class _HFConfig:
                 f"{cls.__name__} fields, or pass strict=False to ignore them.")
         for key, sub in cls.sub_configs.items():
             kwargs.setdefault(key, sub())
+        check_field_values(cls, kwargs, where)
         cfg = cls(**kwargs)
         if not _nested:   # the outermost call validates the whole tree once
             cfg.validate(where)
@@ -126,6 +153,174 @@ def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+# ---- the values read: each one's type and range, checked before anything uses them -------------
+# A config.json is typed by hand or by other tools; a value of the wrong type ("rms_norm_eps":
+# "1e-6") or out of range (a negative width) would otherwise load and fail much later, deep inside
+# a forward pass. The type is the one the dataclass declares.
+
+# Integer fields that may be 0 (the rest of the sizes and counts must be at least 1).
+MAY_BE_ZERO = frozenset({"shared_expert_intermediate_size", "accept_hidden_layer",
+                         "max_window_layers"})
+SIZE_PARTS = ("size", "dim", "d_model", "layers", "heads", "num_", "depth", "window", "positions",
+              "position_embeddings", "channels", "chunksize", "step", "groups", "quantizers",
+              "per_tok", "per_second", "per_chunk", "n_window", "experts")
+ROPE_TYPES = {"rope_type": str, "type": str, "rope_theta": float, "mrope_section": list[int],
+              "interleaved": bool, "mrope_interleaved": bool}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, Any]:
+    """Field name -> declared type (annotations are strings under `from __future__ import
+    annotations`, so they are resolved here)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if f.name not in cls.sub_configs}
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value is of the declared type. bool is not an int here, and a float must be
+    finite."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if hint is list or origin is list:
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value if args)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    return isinstance(value, hint)
+
+
+def _type_words(hint) -> str:
+    """A declared type in words, as a config.json author would write it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args)
+    if hint is type(None):
+        return "null"
+
+    def bare(h) -> str:   # "an integer" -> "integer"
+        return _type_words(h).replace('an ', '').replace('a ', '')
+
+    if origin is list:
+        return f"a list of {bare(args[0])}s"
+    if origin is dict:
+        return f"an object of {bare(args[0])} -> {bare(args[1])}"
+    words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+             dict: "an object", list: "a list", Any: "anything"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not a finite number"
+    kinds = {int: "an integer", float: "a number with a decimal point", str: "a string",
+             list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _fix(value, hint) -> str:
+    """What to write instead, when it is obvious."""
+    if isinstance(value, str) and value in ("true", "false") and _fits(value == "true", hint):
+        return f": write {value} without quotes"
+    if isinstance(value, str):
+        for as_type in (int, float):
+            try:
+                number = as_type(value)
+            except ValueError:
+                continue
+            if _fits(number, hint):
+                return f": write {number!r} without quotes"
+    if isinstance(value, float) and math.isfinite(value) and _fits(round(value), hint):
+        example = f", e.g. {round(value)}" if value == round(value) else ""
+        return ": it must be a whole number" + example
+    if not isinstance(value, (list, tuple)) and _fits([value], hint):
+        return f": write it as a list, [{json.dumps(value)}]"
+    if _fits({"name": 1}, hint) and not isinstance(value, dict):
+        return ': write it as an object, {"name": id, ...}'
+    return ""
+
+
+def _range_problem(name: str, value) -> str | None:
+    """A value of the right type that still cannot describe a model (a width of 0, a negative
+    id, ...)."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, dict):
+        if name == "speaker_id":
+            bad = {k: v for k, v in value.items() if v < 0}
+            return f"speaker ids must be >= 0, got {bad}" if bad else None
+        return None
+    if isinstance(value, (list, tuple)):
+        low = 1 if name in ("upsample_rates", "upsampling_ratios") else 0
+        bad = [v for v in value if isinstance(v, (int, float)) and v < low]
+        return f"has entries below {low}: {bad}" if bad else None
+    if name.endswith("_id") or name in MAY_BE_ZERO or name.startswith("mlp_only"):
+        return None if value >= 0 else "must be >= 0"
+    if "dropout" in name:
+        return None if 0 <= value < 1 else "must be a probability in [0, 1)"
+    if name.endswith("eps"):
+        return None if value > 0 else "must be > 0 (it keeps a division away from zero)"
+    if name in ("initializer_range", "router_aux_loss_coef"):
+        return None if value >= 0 else "must be >= 0"
+    is_size = any(part in name for part in SIZE_PARTS) or name == "vocab_size"
+    if isinstance(value, int) and is_size:
+        return None if value >= 1 else "must be >= 1 (a size or a count)"
+    return None
+
+
+def check_field_values(cls, values: dict[str, Any], where: str) -> None:
+    """Refuse a value that does not fit its field's declared type or range, naming the field and
+    the fix. Runs where a dataclass is built from a config dictionary (`_HFConfig.from_dict`),
+    before any check uses it."""
+    types_ = _field_types(cls)
+    for name, value in values.items():
+        if name not in types_:
+            continue
+        hint = types_[name]
+        if not _fits(value, hint):
+            raise ConfigError(f"{where}: {name}={value!r:.80} is {_kind(value)}, but {name} must "
+                              f"be {_type_words(hint)}{_fix(value, hint)}")
+        if name == "rope_parameters" and value is not None:
+            _check_rope_values(value, where)
+            continue
+        problem = _range_problem(name, value)
+        if problem:
+            raise ConfigError(f"{where}: {name}={value!r:.80} {problem}")
+
+
+def _check_rope_values(rope: dict, where: str) -> None:
+    """The typed entries of HF's `rope_parameters` dict, and the ranges of theta and the split."""
+    for key, key_type in ROPE_TYPES.items():
+        if key in rope and not _fits(rope[key], key_type):
+            raise ConfigError(f"{where}: rope_parameters.{key}={rope[key]!r:.80} is "
+                              f"{_kind(rope[key])}, but it must be {_type_words(key_type)}"
+                              f"{_fix(rope[key], key_type)}")
+    theta = rope.get("rope_theta", 1.0)
+    if theta <= 0:
+        raise ConfigError(f"{where}: rope_parameters.rope_theta={theta!r} must be > 0 (the base "
+                          f"of the rotary frequencies)")
+    bad = [v for v in rope.get("mrope_section") or [] if v < 0]
+    if bad:
+        raise ConfigError(f"{where}: rope_parameters.mrope_section entries must be >= 0, "
+                          f"got {bad}")
 
 
 class _Rotary:
@@ -317,8 +512,8 @@ class VisionEncoderConfig(_Rotary, _HFConfig):
         _check(self.hidden_size % self.num_heads == 0, where,
                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         _check((self.hidden_size // self.num_heads) % 4 == 0, where,
-               "the head dim must be a multiple of 4 (2D rotary splits it between rows and "
-               "columns)")
+               f"the head dim hidden_size / num_heads = {self.hidden_size // self.num_heads} "
+               f"must be a multiple of 4 (2D rotary splits it between rows and columns)")
         side = round(self.num_position_embeddings ** 0.5)
         _check(side * side == self.num_position_embeddings, where,
                f"num_position_embeddings={self.num_position_embeddings} must be a square number "
@@ -457,6 +652,9 @@ class CodePredictorConfig(_DecoderConfig):
         super().validate(where)
         _check(self.sliding_window is None, where,
                "the code predictor uses full attention: sliding_window must be null")
+        _check(self.head_dim is not None, where,
+               "head_dim must be an integer here (HF's code predictor config requires it; it has "
+               "no hidden_size / heads fallback)")
         _check(self.num_code_groups >= 2, where,
                "num_code_groups must be >= 2 (codebook 0 plus residuals)")
 
@@ -638,12 +836,11 @@ class OmniConfig(_HFConfig):
             raise FileNotFoundError(
                 f"no config.json at {path}. Point omni_ref at a checkpoint directory written by "
                 "HF save_pretrained or by omni_ref.presets.write_checkpoint(name, out_dir).")
-        with open(path) as f:
-            d = json.load(f)
+        d = read_json_object(path, ConfigError, "the checkpoint's configuration")
         if d.get("model_type", "qwen3_omni_moe") != "qwen3_omni_moe":
             raise ConfigError(f"{path}: model_type={d.get('model_type')!r}; omni_ref reads only "
                               f"'qwen3_omni_moe'")
-        return cls.from_dict(d, strict=strict, where="config.json")
+        return cls.from_dict(d, strict=strict, where=path)
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = self.to_dict()

@@ -6,6 +6,7 @@ and offers the helpers that tests and notebooks share to compare the two.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -23,21 +24,43 @@ from .model import init_random_weights
 from .presets import config_dict
 from .tools import debug
 
-# HF warns that it does not know the multimodal rotary keys (mrope_section, interleaved) of a
-# default rope; they are read by the Qwen3-Omni code itself, so the warning is noise for our
-# purposes.
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()
-# HF's generate notes that the Talker's repetition penalty skips its (embeddings-only) prompt: that
-# is HF's behaviour, which we reproduce, not news to the user.
-warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
+
+@contextlib.contextmanager
+def quiet():
+    """Silence HF's notices for the calls inside the block, then put transformers' settings back as
+    they were.
+
+    Every function of this module runs under it (importing the module changes nothing
+    process-wide); wrap your own direct calls on an HF object in `with hf.quiet():` for the same
+    effect. What it hides:
+    - HF warns that it does not know the multimodal rotary keys (mrope_section, interleaved) of a
+      default rope; they are read by the Qwen3-Omni code itself, so the warning is noise for our
+      purposes;
+    - progress bars (loading and writing weights);
+    - HF's generate notes that the Talker's repetition penalty skips its (embeddings-only) prompt:
+      that is HF's behaviour, which we reproduce, not news to the user.
+    """
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore",
+                                    message="Passing `repetition_penalty` with `inputs_embeds`")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
+@quiet()
 def hf_config(config: OmniConfig) -> Qwen3OmniMoeConfig:
     """Our config -> HF's, through the same config.json dictionary both sides read."""
     return Qwen3OmniMoeConfig(**config.to_hf_dict())
 
 
+@quiet()
 def load_hf(checkpoint_dir,
             dtype: torch.dtype = torch.float32) -> Qwen3OmniMoeForConditionalGeneration:
     """HF's model for `checkpoint_dir`, eager attention, refusing any missing or unexpected weight:
@@ -52,10 +75,12 @@ def load_hf(checkpoint_dir,
     return model.eval()
 
 
+@quiet()
 def load_hf_processor(checkpoint_dir) -> Qwen3OmniMoeProcessor:
     return Qwen3OmniMoeProcessor.from_pretrained(os.fspath(checkpoint_dir))
 
 
+@quiet()
 def checkpoint_tensors(checkpoint_dir) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint directory by its file key (single file or shards)."""
     checkpoint_dir = os.fspath(checkpoint_dir)
@@ -67,6 +92,7 @@ def checkpoint_tensors(checkpoint_dir) -> dict[str, torch.Tensor]:
     return out
 
 
+@quiet()
 def hf_checkpoint_tensors(model: Qwen3OmniMoeForConditionalGeneration) -> dict[str, torch.Tensor]:
     """What HF's model would write as a checkpoint (its own save_pretrained and key conversion)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +147,7 @@ HF_TEST_THINKER_CONFIG = {
 }
 
 
+@quiet()
 def write_hf_test_checkpoint(out_dir, seed: int = 0) -> str:
     """A checkpoint of HF's test Thinker, written by HF's save_pretrained (Thinker weights only).
 
@@ -140,8 +167,10 @@ def write_hf_test_checkpoint(out_dir, seed: int = 0) -> str:
         code2wav_config=tiny["code2wav_config"], enable_audio_output=False,
         im_start_token_id=90, im_end_token_id=91, system_token_id=92, user_token_id=6,
         assistant_token_id=93, tts_pad_token_id=94, tts_bos_token_id=95, tts_eos_token_id=96)
-    torch.manual_seed(seed)
-    model = Qwen3OmniMoeForConditionalGeneration(cfg)
+    # HF's init draws from the global generator: seed it for this build, then restore it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3OmniMoeForConditionalGeneration(cfg)
     init_random_weights(model.thinker, seed=seed)
     model.save_pretrained(os.fspath(out_dir))
     return os.fspath(out_dir)
@@ -151,6 +180,7 @@ def _hf_thinker(model):
     return model.thinker if hasattr(model, "thinker") else model
 
 
+@quiet()
 @torch.no_grad()
 def hf_thinker_trace(model, **inputs) -> dict:
     """HF's per-layer record in debug.thinker_trace's format: hidden_states (HF layout), experts
@@ -171,6 +201,7 @@ def hf_thinker_trace(model, **inputs) -> dict:
             "logits": out.logits.detach()}
 
 
+@quiet()
 def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str]:
     """The per-layer diff report (debug.layer_diff_report) of our Thinker against HF's on the same
     inputs. ours, theirs: the Thinker or the whole model of each side."""
@@ -179,6 +210,7 @@ def thinker_layer_report(ours, theirs, atol: float = 1e-5, **inputs) -> list[str
                                    hf_thinker_trace(theirs, **inputs), atol)
 
 
+@quiet()
 def hf_speech(model, **kwargs) -> dict:
     """HF's generate(return_audio=True), plus what it passed between its stages.
 

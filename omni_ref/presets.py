@@ -199,7 +199,8 @@ def write_checkpoint(name: str, out_dir, seed: int = 0) -> str:
         raise ValueError("the real preset has 35B parameters: build it with build_meta('real') for counting, "
                          "and load the published weights with omni_ref.load(path) if you have them")
     cfg = config(name)
-    model = Qwen3Omni(cfg)
+    with torch.random.fork_rng(devices=[]):   # the modules' default init draws from the global generator:
+        model = Qwen3Omni(cfg)                # leave the caller's random stream where it was
     init_random_weights(model, seed)
     if name == "toy":
         load_toy_thinker(model.thinker)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .media import ProcessorError
+
 
 @dataclass(frozen=True)
 class AudioSettings:
@@ -37,9 +39,9 @@ class AudioSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "AudioSettings":
         if d.get("dither", 0.0):
-            raise ValueError("preprocessor_config.json asks for dither (random noise added to the "
-                             "sound); omni-ref keeps features deterministic and does not support "
-                             "it: set dither to 0.0")
+            raise ProcessorError("preprocessor_config.json asks for dither (random noise added to "
+                                 "the sound); omni-ref keeps features deterministic and does not "
+                                 "support it: set dither to 0.0")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -70,6 +72,28 @@ def mel_filter_bank(s: AudioSettings, max_hz: float = 8000.0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- features
+def min_samples(s: AudioSettings) -> int:
+    """The shortest sound that has features: the STFT centres its first window on sample 0 by
+    mirroring n_fft // 2 samples at each end, and a mirror needs more samples than it reflects
+    (201 at 16 kHz: 12.6 ms)."""
+    return s.n_fft // 2 + 1
+
+
+def check_lengths(waves: list[np.ndarray], s: AudioSettings) -> None:
+    """Refuse a sound too short to have features, naming it by its place among this call's
+    sounds."""
+    need = min_samples(s)
+    for i, w in enumerate(waves):
+        if len(w) < need:
+            raise ProcessorError(
+                f"audio {i} (counting the sounds of this call from 0, video sound tracks "
+                f"included) has {len(w)} samples ({1000 * len(w) / s.sampling_rate:.1f} ms), "
+                f"fewer than the {need} ({1000 * need / s.sampling_rate:.1f} ms at "
+                f"{s.sampling_rate} Hz) the features need: the {s.n_fft}-sample window is "
+                f"centred by mirroring {s.n_fft // 2} samples at each end. Pad it with silence, "
+                f"e.g. np.pad(wave, (0, {need} - len(wave))), or drop the audio part.")
+
+
 def log_mel(waves: list[np.ndarray], s: AudioSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Several mono waves -> (features (B, n_mels, frames) float32, mask (B, frames) int32).
 
@@ -77,6 +101,7 @@ def log_mel(waves: list[np.ndarray], s: AudioSettings) -> tuple[torch.Tensor, to
     wave's last frames see zeros, not a mirror of its own end, and its values near the end depend
     on what it was batched with.
     """
+    check_lengths(waves, s)
     longest = max(len(w) for w in waves)
     batch = np.full((len(waves), longest), s.padding_value, dtype=np.float32)
     for i, w in enumerate(waves):

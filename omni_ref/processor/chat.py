@@ -112,6 +112,10 @@ def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str
         content = message.get("content")
         if content is None or isinstance(content, str):
             continue
+        if not isinstance(content, (list, tuple)):
+            raise ProcessorError(f"message {m} ({message['role']!r:.40}) has content of type "
+                                 f"{type(content).__name__}; write a string, or a list of parts "
+                                 f"such as {{'type': 'text', 'text': '...'}}.")
         for p, part in enumerate(content):
             where = f"message {m} ({message['role']}), part {p}"
             kind = part.get("type") if isinstance(part, dict) else None
@@ -134,6 +138,16 @@ def collect_media(conversation: list[dict], need_values: bool) -> list[tuple[str
 def render(template: jinja2.Template, conversations: list[list[dict]], add_generation_prompt: bool,
            tools=None, documents=None, **variables) -> list[str]:
     """Render each conversation with the template (special tokens like eos_token: `variables`)."""
-    return [template.render(messages=plain(chat), tools=plain(tools), documents=plain(documents),
-                            add_generation_prompt=add_generation_prompt, **plain(variables))
-            for chat in conversations]
+    prompts = []
+    for i, chat in enumerate(conversations):
+        try:
+            prompts.append(template.render(
+                messages=plain(chat), tools=plain(tools), documents=plain(documents),
+                add_generation_prompt=add_generation_prompt, **plain(variables)))
+        except (jinja2.exceptions.TemplateError, TypeError, ValueError, AttributeError,
+                KeyError) as e:
+            raise ProcessorError(f"the chat template cannot render conversation {i}: "
+                                 f"{type(e).__name__}: {str(e)[:200]}. Check its messages: each a "
+                                 f"dict with a 'role' string and 'content' (a string or a list of "
+                                 f"parts).") from None
+    return prompts

@@ -20,13 +20,14 @@ and the fix instead.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -63,12 +64,59 @@ def _is_path(x) -> bool:
     return isinstance(x, (str, os.PathLike))
 
 
+def _unreadable(what: str, path, error: Exception, kind: str) -> ProcessorError:
+    return ProcessorError(f"{what} {os.fspath(path)!r} cannot be read as {kind} "
+                          f"({type(error).__name__}: {str(error)[:200]}). Is it really {kind} "
+                          f"file, and complete? Open it in a viewer or player to check, or "
+                          f"convert it again.")
+
+
+def check_finite(wave: np.ndarray, what: str, sampling_rate: int) -> None:
+    """NaN or infinite samples would turn every feature, and then the logits, into NaN: say where
+    they are."""
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ProcessorError(f"{what} has {int(bad.sum())} sample(s) that are NaN or infinite, "
+                             f"the first at index {first} ({first / sampling_rate:.3f} s): sound "
+                             f"is finite numbers in [-1, 1]. Fix the source, or replace them, "
+                             f"e.g. np.nan_to_num(wave, nan=0.0, posinf=1.0, neginf=-1.0).")
+
+
+def check_fps(value, where: str, field: str = "fps"):
+    """A frame rate: None (unknown) or a positive finite number of frames per second."""
+    if value is None:
+        return None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value <= 0:
+        raise ProcessorError(f"{where}: {field}={value!r:.60} is not a frame rate; write a "
+                             f"positive number of frames per second, e.g. {field}: 4 (or leave "
+                             f"it out if it is unknown).")
+    return value
+
+
+def _inside(folder: Path, name, where: str) -> Path:
+    """A file named relative to a folder (meta.json's "audio"), which must stay inside that
+    folder."""
+    if not isinstance(name, str) or not name:
+        raise ProcessorError(f"{where}: audio={name!r:.60} must be the name of the sound file in "
+                             f"the folder, e.g. \"audio.wav\".")
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise ProcessorError(f"{where}: audio={name!r} points outside the video folder; the sound "
+                             f"track must be a file inside it (e.g. \"audio.wav\"). Copy the file "
+                             f"into the folder and name it there.")
+    return folder / name
+
+
 # ------------------------------------------------------------------------------------------- audio
 def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
     """A sound file path, or a 1-D array / tensor / list of floats -> float32 (samples,)."""
     if _is_path(source):
         path = _existing_path(source, what)
-        wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+        try:
+            wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+        except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
+            raise _unreadable(what, source, e, "a sound") from None
         if wave.shape[1] > 1:
             raise ProcessorError(
                 f"{what} {os.fspath(source)!r} is stereo ({wave.shape[1]} channels); the model "
@@ -81,12 +129,17 @@ def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
                 "out.wav` (omni-ref does not resample: HF uses the soxr library for that, and a "
                 "different resampler would give different features).")
         wave = wave[:, 0]
+        what = f"{what} {os.fspath(source)!r}"
     else:
         wave = np.asarray(source.numpy() if hasattr(source, "numpy") else source)
         if np.issubdtype(wave.dtype, np.integer):
             raise ProcessorError(f"{what} is an integer array ({wave.dtype}); the model expects "
                                  "floats in [-1, 1]. Convert it, e.g. wave.astype(np.float32) / "
                                  "32768 for 16-bit samples.")
+        if not np.issubdtype(wave.dtype, np.floating):
+            raise ProcessorError(f"{what} is an array of {wave.dtype}, not of samples; pass a 1-D "
+                                 f"float array of sound in [-1, 1] (mono, at {sampling_rate} Hz), "
+                                 f"or a path to a sound file.")
         if wave.ndim == 2 and min(wave.shape) in (2, 3, 4, 6, 8):
             raise ProcessorError(f"{what} has shape {wave.shape}, which looks like "
                                  f"{min(wave.shape)} channels (stereo or more); the model hears "
@@ -98,6 +151,7 @@ def load_audio(source, sampling_rate: int, what: str = "audio") -> np.ndarray:
     if wave.size == 0:
         raise ProcessorError(f"{what} is empty (0 samples): pass at least some sound, or drop the "
                              "audio part.")
+    check_finite(wave, what, sampling_rate)
     return wave
 
 
@@ -115,10 +169,14 @@ def load_image(source, what: str = "image") -> np.ndarray:
     """A path, PIL image or uint8 array (H, W, 3) / (H, W) -> uint8 (H, W, 3)."""
     if _is_path(source):
         path = _existing_path(source, what)
-        with Image.open(path) as im:
-            # a file is read like torchvision's decode_image(mode=RGB): turned upright by its EXIF
-            # tag, alpha dropped
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                # a file is read like torchvision's decode_image(mode=RGB): turned upright by its
+                # EXIF tag, alpha dropped
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        # PIL's ways to say "not an image"
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise _unreadable(what, source, e, "an image") from None
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source)
     array = np.asarray(source.numpy() if hasattr(source, "numpy") else source)
@@ -135,9 +193,31 @@ def load_image(source, what: str = "image") -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- video
+def _read_meta(meta_path: Path) -> dict:
+    """A frame folder's meta.json: one JSON object; "fps" a frame rate, "audio" a file name inside
+    the folder."""
+    if not meta_path.is_file():
+        return {}
+    where = os.fspath(meta_path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProcessorError(f"{where} is not valid JSON ({e}); write it as an object, e.g. "
+                             f'{{"fps": 4, "audio": "audio.wav"}}.') from None
+    if not isinstance(meta, dict):
+        raise ProcessorError(f"{where} holds a JSON {type(meta).__name__}; write it as an object, "
+                             f'e.g. {{"fps": 4, "audio": "audio.wav"}}.')
+    check_fps(meta.get("fps"), where)
+    if "audio" in meta and not _inside(meta_path.parent, meta["audio"], where).is_file():
+        raise MediaNotFoundError(f"{where}: audio={meta['audio']!r} names a sound track that is "
+                                 f"not in the folder {os.fspath(meta_path.parent)!r}: put the "
+                                 f"file there, or remove the \"audio\" entry for a silent video.")
+    return meta
+
+
 def _video_folder(path: Path, sampling_rate: int) -> Video:
     meta_path = path / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = _read_meta(meta_path)
     frame_dir = path / "frames" if (path / "frames").is_dir() else path
     names = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not names:
@@ -186,4 +266,5 @@ def load_video(source, sampling_rate: int, what: str = "video") -> Video:
         video = Video(frames)
     if len(video.frames) == 0:
         raise ProcessorError(f"{what} has no frames: pass at least one frame.")
+    check_fps(video.fps, what)
     return video

@@ -22,7 +22,6 @@ tensor of a ragged batch).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -30,8 +29,9 @@ from tokenizers import Tokenizer
 
 from . import chat
 from ..audio_encoder import audio_token_count  # the encoder's own rule: one copy
+from ..config import read_json_object
 from .audio import AudioSettings, log_mel
-from .media import ProcessorError, load_audio, load_image, load_video
+from .media import ProcessorError, check_fps, load_audio, load_image, load_video
 from .placeholders import (assign_sound_tracks, check_counts, expand, interleave_video_audio,
                            vision_token_count)
 from .vision import VisionSettings, process_image, process_video, sample_frame_indices
@@ -45,7 +45,9 @@ MEDIA_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    return read_json_object(str(path), ProcessorError, "settings of the checkpoint")
 
 
 def _token_text(value):
@@ -65,6 +67,21 @@ def _is_frame(x) -> bool:
     return hasattr(x, "getbands") or (hasattr(x, "ndim") and x.ndim == 3)
 
 
+def check_video_metadata(video_metadata, num_videos: int) -> None:
+    """video_metadata: one dict per video, its "fps" (if given) a frame rate."""
+    if video_metadata is None:
+        return
+    is_list = isinstance(video_metadata, (list, tuple))
+    if not is_list or not all(isinstance(m, dict) for m in video_metadata):
+        raise ProcessorError(f"video_metadata={video_metadata!r:.80} must be a list with one dict "
+                             f"per video, e.g. [{{'fps': 4}}]")
+    if len(video_metadata) > num_videos:
+        raise ProcessorError(f"video_metadata has {len(video_metadata)} entries for {num_videos} "
+                             f"video(s): give one per video, in the order of the videos.")
+    for i, meta in enumerate(video_metadata):
+        check_fps(meta.get("fps"), f"video_metadata[{i}]")
+
+
 class Processor:
     """Qwen3-Omni's processor, read from a checkpoint directory. See the module docstring."""
 
@@ -78,8 +95,8 @@ class Processor:
         self.n_window, self.position_id_per_seconds = n_window, position_id_per_seconds
         for name in ("pad_token", *MEDIA_TOKENS):
             if tokenizer.token_to_id(special_tokens[name]) is None:
-                raise ValueError(f"{name} {special_tokens[name]!r} is not in the tokenizer's "
-                                 "vocabulary")
+                raise ProcessorError(f"{name} {special_tokens[name]!r} is not in the tokenizer's "
+                                     "vocabulary")
         self.pad_token_id = tokenizer.token_to_id(special_tokens["pad_token"])
         self.image_token = special_tokens["image_token"]
         self.video_token = special_tokens["video_token"]
@@ -126,13 +143,15 @@ class Processor:
                             return_tensors: str = "pt", fps: float | None = None,
                             do_sample_frames: bool | None = None,
                             use_audio_in_video: bool = False, load_audio_from_video: bool = False,
-                            processor_kwargs: dict | None = None, **template_kwargs):
+                            processor_kwargs: dict | None = None,
+                            sampling_rate: int | None = None, **template_kwargs):
         """Messages (or a batch of conversations) -> the prompt, or with tokenize=True the inputs.
 
         Like HF: tokenize=False returns the rendered prompt(s); tokenize=True returns input_ids, or
         with return_dict=True the whole dict. fps samples each video at that rate.
         use_audio_in_video weaves each video's own sound track (a frame folder's audio.wav) into
-        its tokens. Other keywords go to the template.
+        its tokens. sampling_rate, if given, must be the model's (16 kHz): arrays are never
+        resampled, so another rate is refused, as HF refuses it. Other keywords go to the template.
         """
         if chat_template is None:
             template = self._template
@@ -152,6 +171,8 @@ class Processor:
         kwargs = dict(processor_kwargs or {})
         kwargs.update(return_tensors=return_tensors,
                       fps=fps if fps is not None else kwargs.get("fps"))
+        if sampling_rate is not None:
+            kwargs["sampling_rate"] = sampling_rate
         if do_sample_frames is None:   # HF samples frames when a rate is asked for
             do_sample_frames = kwargs.pop("do_sample_frames", kwargs["fps"] is not None)
         with_sound = (use_audio_in_video or load_audio_from_video
@@ -202,6 +223,7 @@ class Processor:
             raise ProcessorError(f"the audio is sampled at {sampling_rate} Hz but the model "
                                  f"expects {rate} Hz: resample it first (e.g. `sox in.wav -r "
                                  f"{rate} out.wav`) and pass sampling_rate={rate}")
+
         def is_one_image(x):
             return not isinstance(x, (list, tuple))
 
@@ -214,6 +236,8 @@ class Processor:
         images = [load_image(x) for x in _as_list(images, is_one_image)]
         videos = [load_video(v, rate) for v in _as_list(videos, is_one_video)]
         audio = [load_audio(a, rate) for a in _as_list(audio, is_one_sound)]
+        check_fps(fps, "the processor's fps argument")
+        check_video_metadata(video_metadata, len(videos))
         for i, meta in enumerate(video_metadata or []):   # HF's way to give a frame array's rate
             videos[i] = dataclasses.replace(videos[i], fps=meta.get("fps", videos[i].fps))
 

@@ -66,8 +66,8 @@ class VisionSettings:
             if key in d:
                 d[key] = tuple(d[key])
         if d.get("resample", 3) not in RESAMPLE:
-            raise ValueError(f"resample={d['resample']} is not supported; use 3 (bicubic) or 2 "
-                             "(bilinear)")
+            raise ProcessorError(f"resample={d['resample']} is not supported; use 3 (bicubic) "
+                                 "or 2 (bilinear)")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     @property

@@ -58,6 +58,7 @@ from ..generate import generate_speech, thinker_generate
 from ..sampling import SamplingOptions
 from ..streaming import measure_streaming
 from ..talker import suppressed_ids, talker_generate
+from .scoped import torch_state_kept
 
 SIDES = ("omni_ref", "hf")
 MAX_SPREAD = 0.5          # a figure whose runs differ by more than half their median is flagged
@@ -361,6 +362,7 @@ def memory(model, twin) -> dict:
             "omni_ref_param_bytes": nbytes(model), "hf_param_bytes": nbytes(twin)}
 
 
+@torch_state_kept()   # run seeds torch and makes it deterministic for itself only
 def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool = True, **sizes) -> dict:
     """The whole benchmark as a dict (what `make bench` writes). names: which of demo.sample_chats() to run
     (None: all; "hear" is the speech-input chat, the kind of input of the report's Table 2 audio column).
