@@ -220,12 +220,18 @@ def flagged(stages: dict) -> list[tuple[str, str, str]]:
 
 # ---- one request ---------------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def measure_request(model, twin, processor, messages, repeats: int = 3, thinker_tokens: int = 8,
                     talker_steps: int = 8, codec_frames: int = 50) -> dict:
     """Every stage of one chat on both sides: {"stages": {stage: stage(...)}, "parity": {...},
     "prompt_tokens": n, "steps": {"thinker" | "talker": {side: {figure: per-step seconds of the last run}}}}.
-    twin: hf.load_hf of the same checkpoint."""
+    twin: hf.load_hf of the same checkpoint. HF's notices are silenced for the call (hf.quiet)."""
+    from .. import hf
+    with hf.quiet(), torch.no_grad():
+        return _measure_request(model, twin, processor, messages, repeats, thinker_tokens, talker_steps,
+                                codec_frames)
+
+
+def _measure_request(model, twin, processor, messages, repeats, thinker_tokens, talker_steps, codec_frames):
     cfg = model.config
     eos = cfg.im_end_token_id
     stages, parity, steps = {}, {}, {"thinker": {}, "talker": {}}
