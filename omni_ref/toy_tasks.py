@@ -149,3 +149,27 @@ def batch(processor, batch: list[Sample]) -> tuple[dict, torch.Tensor]:
     labels = torch.full_like(inputs["input_ids"], -100)
     labels[:, T:] = torch.where(tail_mask.bool(), tail, -100)
     return inputs, labels
+
+
+def object_tokens(sample: Sample, grid=None, tokens: int | None = None, merge: int = 2) -> torch.Tensor:
+    """Which of a sample's media tokens cover what the answer is about, for attention figures.
+
+    colour: the shape, per merged image token: bool (h/merge, w/merge) for the patch grid (1, h, w).
+    motion: the ball in either frame of a token's frame pair: bool (t, h/merge, w/merge) for the grid (t, h, w).
+    beeps:  a beep, per audio token: bool (tokens,), tokens spread evenly over the clip (each is 80 ms; the
+            encoder's per-second chunking shifts them by less than one token).
+    A token counts when any of its pixels (or samples) belongs to the object."""
+    if sample.task == "beeps":
+        loud = torch.from_numpy(np.abs(sample.media) > 0.1).float()                  # inside a beep
+        edges = torch.linspace(0, len(loud), tokens + 1).long()
+        return torch.stack([loud[a:b].amax() for a, b in zip(edges[:-1], edges[1:])]) > 0
+    t, h, w = (int(v) for v in torch.as_tensor(grid).reshape(-1)[:3])
+    if sample.task == "colour":
+        masks = torch.from_numpy((sample.media != 255).any(-1))[None].float()       # (1, H, W) shape pixels
+    else:
+        dark = torch.from_numpy(sample.media[..., 0] < 128).float()                 # (T, S, S) ball pixels
+        masks = dark.reshape(t, -1, *dark.shape[1:]).amax(1)                         # (t, S, S) per frame pair
+    cover = torch.nn.functional.interpolate(masks[:, None], size=(h // merge, w // merge), mode="area")[:, 0]
+    hit = cover > 0
+    return hit[0] if sample.task == "colour" else hit
+

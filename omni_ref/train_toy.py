@@ -155,7 +155,7 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         left = elapsed / done * (self.total - done)
         bar = "#" * int(20 * done / self.total)
-        accs = " ".join(f"{t} {rec[f'{t}_acc']:.2f}" for t in toy_tasks.TASKS)
+        accs = " ".join(f"{t} {rec[f'{t}_acc']:.2f}" for t in toy_tasks.TASKS if f"{t}_acc" in rec)
         self.stream.write(f"\r[{bar:<20}] {done}/{self.total} loss {rec['loss']:.3f} | acc {accs} | "
                           f"{elapsed / 60:.1f} min, {left / 60:.1f} min left {extra}")
         self.stream.flush()
@@ -168,7 +168,7 @@ def train(s: Settings, steps: int | None = None, progress: bool = True, evaluate
     thinker = model.thinker
     proc = processor()
     optimizer = make_optimizer(thinker, s)
-    streams = {task: toy_tasks.stream(task, s.seed) for task in toy_tasks.TASKS}
+    streams = {task: toy_tasks.stream(task, s.seed) for task in s.per_task}
     evals = held_out(s.eval_seed, s.eval_per_task) if evaluate else {}
     log = {"settings": asdict(s), "steps": [], "evals": []}
     bar = Progress(s.steps) if progress else None
@@ -176,7 +176,7 @@ def train(s: Settings, steps: int | None = None, progress: bool = True, evaluate
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(steps or s.steps):
         batches = {task: toy_tasks.batch(proc, [next(streams[task]) for _ in range(s.per_task[task])])
-                   for task in toy_tasks.TASKS}
+                   for task in s.per_task}
         rec = train_step(thinker, optimizer, batches, lr_at(step, s), s.clip)
         log["steps"].append({"step": step, **_rounded(rec)})
         if evaluate and ((step + 1) % s.eval_every == 0 or step + 1 == s.steps):

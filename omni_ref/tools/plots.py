@@ -1080,3 +1080,219 @@ def plot_step_times(steps: dict, title: str = "every step of one run, timed as i
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- training a toy (notebook 08) --------------------------------------------------------------------------------
+
+def attention_probs(attn, x, cos, sin, mask=None, cache=None, layer_idx=0) -> torch.Tensor:
+    """The softmax (B, heads, T, T) of a layers.Attention on its inputs, for figures: steps 1-8 of
+    Attention.forward again (projections, QK-norm, rotary, grouped heads, scaled scores + mask), which keeps no
+    probabilities itself. Without a KV cache only; tests/test_toy.py checks it against HF's output_attentions."""
+    from ..layers import apply_rotary
+    if cache is not None:
+        raise ValueError("attention_probs recomputes a prompt's attention: run the forward with use_cache=False")
+    B, T, _ = x.shape
+    q = attn.q_norm(attn.q_proj(x).view(B, T, attn.heads, attn.head_dim)).transpose(1, 2)      # (B, H, T, d)
+    k = attn.k_norm(attn.k_proj(x).view(B, T, attn.kv_heads, attn.head_dim)).transpose(1, 2)   # (B, Hkv, T, d)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    k = k.repeat_interleave(attn.heads // attn.kv_heads, dim=1)                                # (B, H, T, d)
+    scores = q @ k.transpose(2, 3) * attn.head_dim ** -0.5
+    if mask is not None:
+        scores = scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+@contextmanager
+def attention_maps(thinker):
+    """While the block runs, record the text decoder's attention: yields a list that receives, per decoder layer
+    and call, its probabilities (B, heads, T, T), recomputed from the layer's inputs by `attention_probs`."""
+    seen = []
+    hook = lambda attn, args, kwargs: seen.append(attention_probs(attn, *args, **kwargs).detach())
+    handles = [layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True) for layer in thinker.model.layers]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def information_bits(joint: torch.Tensor) -> torch.Tensor:
+    """Mutual information in bits of a joint count table (M, E): sum p log2(p / (p_row p_col)), 0 * log 0 = 0."""
+    p = joint.double() / joint.sum()
+    outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)
+    nz = p > 0
+    return (p[nz] * torch.log2(p[nz] / outer[nz])).sum().float()
+
+
+def modality_expert_information(routing: list, masks: dict) -> torch.Tensor:
+    """Mutual information, in bits, between a token's modality and the experts its layer chose: (layers,).
+
+    Each of a token's k choices counts as one draw (modality m, expert e); with p(m, e) their joint shares,
+    I = sum p(m, e) log2(p(m, e) / (p(m) p(e))). 0 when every modality spreads over the experts alike; at most
+    the modality entropy (2 bits for four equally common modalities) when each modality has experts of its own.
+    masks {name: (B, T) bool} must not overlap; tokens in none of them are left out (padding)."""
+    return torch.stack([information_bits(torch.stack([r.expert_counts(m) for m in masks.values()]))
+                        for r in routing])
+
+
+def plot_toy_samples(samples: list, rate: int = 16000):
+    """One sample of each toy task as the model gets it: the image, the waveform, the video's frames."""
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(12, 2.9))
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 2, 2.2])
+    for col, s in enumerate(samples):
+        ax = fig.add_subplot(grid[0, col])
+        if s.task == "colour":
+            ax.imshow(s.media)
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+        elif s.task == "beeps":
+            t = torch.arange(len(s.media)) / rate
+            ax.plot(t.numpy(), s.media, lw=0.4, color=MODALITY_COLOURS["audio"])
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("amplitude")
+        else:
+            frames = s.media
+            ax.imshow(torch.as_tensor(frames).permute(1, 0, 2, 3).reshape(frames.shape[1], -1, 3).numpy())
+            ax.set_xticks([frames.shape[2] * (i + 0.5) for i in range(len(frames))], range(len(frames)))
+            for i in range(1, len(frames)):
+                ax.axvline(frames.shape[2] * i - 0.5, color="0.6", lw=1)
+            ax.set_xlabel("frame")
+            ax.set_ylabel("y (px)")
+        ax.set_title(f"{s.task}: answer '{s.answer}'")
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(values, window: int):
+    x = torch.tensor(values, dtype=torch.float64)
+    kernel = torch.ones(window, dtype=torch.float64) / window
+    return torch.nn.functional.conv1d(x[None, None], kernel[None, None]).reshape(-1)
+
+
+def plot_training_curves(log: dict, tasks, window: int = 20):
+    """From a training log: the answer cross-entropy per task (moving average, log axis) and the held-out
+    accuracy per task during training, with the 95 % target."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.3))
+    steps = [r["step"] for r in log["steps"]]
+    colours = dict(zip(tasks, ("tab:green", "tab:orange", "tab:blue")))
+    for task in tasks:
+        ce = _smooth([r[f"{task}_ce"] for r in log["steps"]], window)
+        a.plot(steps[window - 1:], ce.numpy(), color=colours[task], label=task)
+        b.plot([0] + [e["step"] for e in log["evals"]], [0] + [100 * e[task] for e in log["evals"]],
+               marker=".", color=colours[task], label=task)
+    a.set_yscale("log")
+    a.set_xlabel("training step")
+    a.set_ylabel(f"answer cross-entropy (nats,\nmean of {window} steps, log)")
+    a.set_title("loss on the answer tokens, per task")
+    a.legend()
+    b.axhline(95, color="k", ls="--", lw=1, label="target 95 %")
+    b.set_xlabel("training step")
+    b.set_ylabel("held-out accuracy (%)")
+    b.set_title("greedy answers on held-out samples")
+    b.set_ylim(0, 102)
+    b.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_balance_runs(runs: dict, task: str, top_k: int):
+    """Short training runs that differ only in the load-balancing coefficient, runs {coef: training log}.
+    Left: the load-balancing loss per step (k = balanced). Right: the last step's share of tokens per expert,
+    experts ranked, one line per layer (solid: first run, dashed: second), with the balanced level k/E."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.2))
+    styles = ("-", "--", ":")
+    for (coef, log), style in zip(runs.items(), styles):
+        steps = [r["step"] for r in log["steps"]]
+        a.plot(steps, [r[f"{task}_aux"] for r in log["steps"]], style, color="k", label=f"coef {coef:g}")
+        usage = torch.tensor(log["steps"][-1]["usage"])                          # (layers, E)
+        for layer, row in enumerate(usage):
+            b.plot(range(1, usage.shape[1] + 1), row.sort(descending=True).values.numpy(), style, marker=".",
+                   color=f"C{layer}", label=f"coef {coef:g}, layer {layer}")
+    E = usage.shape[1]
+    a.axhline(top_k, color="tab:red", lw=1, label=f"balanced: k = {top_k}")
+    a.set_xlabel("training step")
+    a.set_ylabel("load-balancing loss")
+    a.set_title("the loss the coefficient weighs")
+    a.legend(fontsize=8)
+    b.axhline(top_k / E, color="tab:red", lw=1, label=f"balanced k/E = {top_k}/{E}")
+    b.set_xlabel("expert, ranked by share")
+    b.set_ylabel("share of tokens\nchoosing the expert")
+    b.set_title(f"after the last step ({len(steps)} steps)")
+    b.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_modality_experts(panels: dict, information: dict):
+    """Rows: entries of panels {label: (layers, modalities, E) share of each modality's tokens choosing each
+    expert}; columns: layers. Each heatmap is modality x expert; its title gives that layer's mutual information
+    between modality and expert (information {label: (layers,) bits})."""
+    import matplotlib.pyplot as plt
+    labels = list(panels)
+    L = next(iter(panels.values()))[0].shape[0]
+    fig, axes = plt.subplots(len(labels), L, figsize=(3.6 * L, 2.2 * len(labels)), squeeze=False,
+                             constrained_layout=True)
+    for row, label in enumerate(labels):
+        shares, names = panels[label]
+        for layer in range(L):
+            ax = axes[row, layer]
+            im = ax.imshow(shares[layer].numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                           interpolation="nearest")
+            ax.set_yticks(range(len(names)), names)
+            ax.set_xticks(range(shares.shape[-1]))
+            ax.set_title(f"{label}, layer {layer}: I = {information[label][layer]:.2f} bits", fontsize=9)
+            if row == len(labels) - 1:
+                ax.set_xlabel("expert")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="share of the modality's\ntokens choosing the expert")
+    fig.suptitle("expert usage by modality: which experts each modality's tokens choose")
+    return fig
+
+
+def plot_answer_attention(views: list):
+    """Where the answer position looks inside the media, one panel per task. views: dicts with
+    task, media, attention (the share of the media attention on each media token: a (h, w) grid for an image,
+    (t, h, w) for a video, (n,) for audio) and, for audio, rate."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(views), figsize=(4.4 * len(views), 3.1),
+                             gridspec_kw={"width_ratios": [1.6 if v["task"] == "motion" else 1 for v in views]})
+    for ax, v in zip(axes, views):
+        media, att = v["media"], v["attention"]
+        if v["task"] == "colour":
+            h, w = media.shape[:2]
+            ax.imshow(media)
+            ax.imshow(att.numpy(), extent=(0, w, h, 0), cmap="Reds", alpha=0.6, vmin=0, interpolation="nearest")
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+        elif v["task"] == "beeps":
+            seconds = len(media) / v["rate"]
+            t = torch.arange(len(media)) / v["rate"]
+            ax.plot(t.numpy(), media, lw=0.3, color="0.6")
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("amplitude")
+            twin = ax.twinx()
+            n = att.shape[0]
+            twin.bar(((torch.arange(n) + 0.5) * seconds / n).numpy(), att.numpy(), width=seconds / n,
+                     color=MODALITY_COLOURS["audio"], alpha=0.7)
+            twin.set_ylabel("share of attention")
+        else:
+            T, S = media.shape[:2]
+            groups = att.shape[0]
+            pairs = torch.as_tensor(media[:2 * groups].astype("float32")).reshape(groups, 2, S, S, 3).mean(1)
+            strip = pairs.permute(1, 0, 2, 3).reshape(S, groups * S, 3) / 255
+            ax.imshow(strip.numpy())
+            heat = att.permute(1, 0, 2).reshape(att.shape[1], -1)
+            ax.imshow(heat.numpy(), extent=(0, groups * S, S, 0), cmap="Reds", alpha=0.6, vmin=0,
+                      interpolation="nearest")
+            for g in range(1, groups):
+                ax.axvline(g * S, color="0.3", lw=1)
+            ax.set_xticks([S * (g + 0.5) for g in range(groups)], [f"frames {2 * g}-{2 * g + 1}" for g in range(groups)],
+                          fontsize=8)
+            ax.set_ylabel("y (px)")
+        ax.set_title(f"{v['task']} ('{v['answer']}')\n{v['caption']}", fontsize=9)
+    fig.suptitle("where the position that writes the answer attends inside the media (trained toy, one head per "
+                 "task)", y=1.04)
+    fig.tight_layout()
+    return fig
