@@ -617,29 +617,43 @@ def plot_expert_share(panels: dict, title: str = "expert usage by modality"):
     return fig
 
 
-def plot_sampling_filters(logits_by_name: dict, temperatures=(0.5, 1.0, 2.0), top_k: int = 50, top_p: float = 0.9):
+def plot_sampling_filters(logits_by_name: dict, temperatures=(0.5, 1.0, 2.0), top_k: int = 50, top_p: float = 0.9,
+                          marks: dict | None = None):
     """One panel per logit vector (V,): next-token probabilities sorted by rank (log-log) at several temperatures,
     the top-k cut at rank k (one line: temperature never changes the order) and, per temperature, the rank where
-    top-p's nucleus ends (dotted, in the curve's colour)."""
+    top-p's nucleus ends (dotted, in the curve's colour). marks {panel label: {name: token id or ids}} draws those
+    tokens on every curve at their rank: the first entry as the right answer (red stars), the others as grey dots."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(logits_by_name), figsize=(5.6 * len(logits_by_name), 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (label, logits) in zip(axes[0], logits_by_name.items()):
         V = logits.shape[-1]
         rank = torch.arange(1, V + 1)
+        curves = []
         for T, colour in zip(temperatures, colours):
             probs = torch.softmax(logits.float() / T, dim=-1)
             n = nucleus_size(probs, top_p)
             ax.plot(rank.numpy(), probs.sort(descending=True).values.numpy(), color=colour, lw=1.5,
                     label=f"T = {T:g}: top-p {top_p:g} keeps {n}")
             ax.axvline(n, color=colour, ls=":", lw=1.5)
+            curves.append(probs)
         ax.axvline(top_k, color="k", ls="--", lw=1, label=f"top-k = {top_k}")
+        for j, (name, tokens) in enumerate((marks or {}).get(label, {}).items()):
+            tokens = torch.as_tensor(tokens).reshape(-1)
+            for i, probs in enumerate(curves):
+                at = (probs[None] > probs[tokens, None]).sum(-1) + 1            # their ranks (ties: the best)
+                ax.plot(at.numpy(), probs[tokens].numpy(), ls="none", zorder=3, marker="*" if j == 0 else "o",
+                        ms=11 if j == 0 else 5, color="tab:red" if j == 0 else "0.35",
+                        label=None if i else name)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("token rank (log)")
         ax.set_ylabel("probability (log)")
         ax.set_title(label, fontsize=10)
-        ax.legend(fontsize=7, loc="lower left")
+        if marks and label in marks:                       # a peaked curve fills the corners: legend outside
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=7, loc="lower left")
     fig.suptitle("temperature reshapes the distribution; top-k cuts at a fixed rank, top-p where the mass "
                  f"reaches {top_p:g}", y=1.02)
     fig.tight_layout()
