@@ -96,28 +96,6 @@ def test_nucleus_size_is_what_apply_top_p_keeps():
     assert plots.nucleus_size(torch.tensor([0.7, 0.2, 0.1]), 0.71) == 2
 
 
-def test_modality_routing_gives_f_and_p_of_each_modality(tiny_thinker):
-    from omni_ref.moe import load_balancing_loss
-    ids = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        out = tiny_thinker(input_ids=ids, output_router_logits=True)
-    first = torch.zeros(2, 7, dtype=torch.bool)
-    first[:, :3] = True
-    masks = {"a": first, "b": ~first, "none": torch.zeros(2, 7, dtype=torch.bool)}
-    stats = plots.modality_routing(out.routing, masks, layer=0)
-    k = tiny_thinker.config.text_config.num_experts_per_tok
-    E = tiny_thinker.config.text_config.num_experts
-    assert set(stats) == {"a", "b"}                                        # empty modalities are left out
-    assert stats["a"].tokens == 6 and stats["b"].tokens == 8
-    for share, prob, _ in stats.values():
-        assert share.shape == prob.shape == (E,)
-        assert abs(float(share.sum()) - k) < 1e-5 and abs(float(prob.sum()) - 1) < 1e-5
-    # over all tokens of one layer, E * sum f_e P_e is that layer's load-balancing loss
-    everything = plots.modality_routing(out.routing, {"all": torch.ones(2, 7, dtype=torch.bool)}, 0)["all"]
-    want = load_balancing_loss([out.routing[0].router_logits.detach()], E, k)
-    assert abs(float(E * (everything[0] * everything[1]).sum()) - float(want)) < 1e-5
-
-
 def test_routing_and_sampling_figures_draw(tiny_thinker):
     import matplotlib
     matplotlib.use("Agg")
@@ -127,9 +105,7 @@ def test_routing_and_sampling_figures_draw(tiny_thinker):
     with torch.no_grad():
         out = tiny_thinker(input_ids=ids)
     k = tiny_thinker.config.text_config.num_experts_per_tok
-    masks = {"text": torch.ones(1, 6, dtype=torch.bool)}
     figs = [plots.plot_router_token(out.routing[0].router_probs[0, 0], k),
-            plots.plot_expert_share({"tiny": plots.modality_routing(out.routing, masks, 0)}),
             plots.plot_sampling_filters({"logits": out.logits[0, -1]}, top_k=5)]
     trace = []
     thinker_generate(tiny_thinker, ids, max_new_tokens=3, trace=trace)

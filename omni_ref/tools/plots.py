@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 
@@ -530,28 +529,6 @@ def nucleus_size(probs: torch.Tensor, top_p: float) -> int:
     return max(1, int((before < top_p).sum()))
 
 
-class ModalityRouting(NamedTuple):
-    """One modality's routing in one layer: the f_e and P_e of the load-balancing loss restricted to it."""
-    share: torch.Tensor      # (E,) share of its tokens that choose each expert; sums to k
-    prob: torch.Tensor       # (E,) its tokens' mean router probability of each expert; sums to 1
-    tokens: int              # how many tokens it has
-
-
-def modality_routing(routing: list, masks: dict, layer: int) -> dict:
-    """{modality: ModalityRouting} for one MoE layer. routing: per-layer RoutingStats; masks {name: (B, T) bool};
-    modalities without tokens are left out."""
-    r = routing[layer]
-    if r is None:
-        raise ValueError(f"layer {layer} is dense: it has no router")
-    out = {}
-    for name, mask in masks.items():
-        n = int(mask.sum())
-        if n:
-            share = r.expert_counts(mask).float() / n                                  # (E,) sums to k
-            out[name] = ModalityRouting(share, r.router_probs[mask.bool()].float().mean(0), n)
-    return out
-
-
 def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = True, title: str = "one token"):
     """The router's decision for one token, probs (E,): left, all E probabilities sorted, the top-k in colour, the
     uniform 1/E and the cut after rank k drawn; right, the k mixing weights with the 1/k line."""
@@ -576,43 +553,6 @@ def plot_router_token(probs: torch.Tensor, top_k: int, norm_topk_prob: bool = Tr
     b.set_title("renormalised: sum = 1" if norm_topk_prob else "not renormalised")
     b.legend(fontsize=8, loc="lower right", framealpha=0.9)
     fig.suptitle(title, y=1.03)
-    fig.tight_layout()
-    return fig
-
-
-def plot_expert_share(panels: dict, title: str = "expert usage by modality"):
-    """Columns: one per entry of panels {label: modality_routing(...) result}, experts ranked by how many tokens
-    choose them. Top: f_e, the share of all tokens choosing expert e, as bars stacked by modality (a bar of one
-    colour is an expert only that modality uses), with the balanced level k/E. Bottom: P_e, the mean router
-    probability, stacked the same way, with the uniform level 1/E. Each column reads E and k from its own data, so
-    checkpoints of different sizes can stand side by side."""
-    import matplotlib.pyplot as plt
-    sizes = {next(iter(p.values())).share.shape[0] for p in panels.values()}
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 5), squeeze=False,
-                             sharey="row" if len(sizes) == 1 else False)     # one scale when E is the same
-    for col, (label, by_modality) in enumerate(panels.items()):
-        total = sum(m.tokens for m in by_modality.values())
-        parts = {name: (m.share * m.tokens / total, m.prob * m.tokens / total) for name, m in by_modality.items()}
-        E = next(iter(parts.values()))[0].shape[0]
-        top_k = round(float(sum(f.sum() for f, _ in parts.values())))                  # f_e sums to k
-        order = torch.stack([f for f, _ in parts.values()]).sum(0).argsort(descending=True)
-        rank = range(1, E + 1)
-        top, bottom = axes[0, col], axes[1, col]
-        f_base, p_base = torch.zeros(E), torch.zeros(E)
-        for name, (f, p) in parts.items():
-            colour = MODALITY_COLOURS.get(name)
-            top.bar(rank, f[order].numpy(), bottom=f_base.numpy(), width=1.0, color=colour, label=name)
-            bottom.bar(rank, p[order].numpy(), bottom=p_base.numpy(), width=1.0, color=colour, label=name)
-            f_base, p_base = f_base + f[order], p_base + p[order]
-        top.axhline(top_k / E, color="k", ls="--", lw=1, label=f"balanced k/E = {top_k}/{E}")
-        uniform = bottom.axhline(1 / E, color="k", ls="--", lw=1, label=f"uniform 1/E = 1/{E}")
-        top.set_title(label)
-        top.set_ylabel("f_e: share of tokens\nchoosing the expert")
-        bottom.set_ylabel("P_e: mean router\nprobability")
-        bottom.set_xlabel("expert, ranked by f_e")
-        top.legend(fontsize=8, loc="upper right")
-        bottom.legend(handles=[uniform], fontsize=8, loc="upper right")
-    fig.suptitle(title, y=1.01)
     fig.tight_layout()
     return fig
 
