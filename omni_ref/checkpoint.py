@@ -33,6 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import OmniConfig, read_json_object
+from .layers import set_attn_implementation
+from .moe import set_experts_implementation
 from .model import COMPONENTS, Qwen3Omni, check_components
 
 STACKED_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<proj>gate_proj|up_proj|down_proj)$")
@@ -213,8 +215,14 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
 
 
 def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
-         strict_config: bool = True) -> Qwen3Omni:
+         strict_config: bool = True, attn_implementation: str = "eager",
+         experts_implementation: str = "eager") -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
+
+    attn_implementation ("eager" | "sdpa") and experts_implementation ("eager" | "grouped_mm")
+    pick the fast paths, as HF's from_pretrained keywords of those names do (see
+    layers.set_attn_implementation, moe.set_experts_implementation); the default, eager, is the
+    code the notebooks show.
 
     components: subset of ("thinker", "talker", "code2wav"); default: every component the
     checkpoint holds. Only the shards and keys of the requested components are read, so a
@@ -222,6 +230,8 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     """
     ckpt_dir = os.fspath(checkpoint_dir)
     plan = verify(ckpt_dir, components, dtype, strict_config)
+    set_attn_implementation(plan.model, attn_implementation)        # checked before any tensor is read
+    set_experts_implementation(plan.model, experts_implementation)
     model = plan.model
     # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at
     # one model (stacking experts from a separate dict would briefly hold them twice, 60 GB extra

@@ -105,7 +105,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
     for step in range(max_new_tokens):
         t0 = time.perf_counter()
         out = thinker(input_ids=step_ids, attention_mask=mask, position_ids=positions,
-                      past_key_values=cache, use_cache=True,
+                      past_key_values=cache, use_cache=True, logits_to_keep=1,
                       output_hidden_states=output_hidden_states, **media)
         if trace is not None:
             trace.append(StepRecord(step, step_ids.shape[1], cache.length, cache.nbytes(),

@@ -61,13 +61,16 @@ def hf_config(config: OmniConfig) -> Qwen3OmniMoeConfig:
 
 
 @quiet()
-def load_hf(checkpoint_dir,
-            dtype: torch.dtype = torch.float32) -> Qwen3OmniMoeForConditionalGeneration:
+def load_hf(checkpoint_dir, dtype: torch.dtype = torch.float32, attn_implementation: str = "eager",
+            experts_implementation: str | None = None) -> Qwen3OmniMoeForConditionalGeneration:
     """HF's model for `checkpoint_dir`, eager attention, refusing any missing or unexpected weight:
-    a model with a randomly initialised tensor would make every parity check meaningless."""
+    a model with a randomly initialised tensor would make every parity check meaningless.
+
+    attn_implementation / experts_implementation go to HF's from_pretrained (None: HF's default,
+    grouped_mm experts); bench.py measures HF's default path with "sdpa" and None."""
     model, info = Qwen3OmniMoeForConditionalGeneration.from_pretrained(
-        os.fspath(checkpoint_dir), dtype=dtype, attn_implementation="eager",
-        output_loading_info=True)
+        os.fspath(checkpoint_dir), dtype=dtype, attn_implementation=attn_implementation,
+        experts_implementation=experts_implementation, output_loading_info=True)
     kinds = ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
     problems = {k: sorted(v) for k, v in info.items() if v and k in kinds}
     if problems:

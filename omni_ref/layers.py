@@ -31,6 +31,10 @@ ACTIVATIONS = {
     "relu": F.relu,
 }
 
+# How attention mixes the values (HF's attn_implementation): steps 7-9 of Attention.forward written
+# out, or the same maths in one fused torch call. `set_attn_implementation` switches a model.
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
 
 # ---- attention inside segments (encoders) ------------------------------------------------------
 
@@ -138,6 +142,7 @@ class Attention(nn.Module):
         # Per head: each norm's weight is (head_dim,), shared by all heads.
         self.q_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
+        self.attn_implementation = "eager"          # or "sdpa": see set_attn_implementation
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -174,6 +179,11 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer_idx, k, v)                 # (B, Hkv, S, d)
 
+        # The fast path does steps 7-9 in one fused call: the same sum, the same additive mask.
+        if self.attn_implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))      # (B, T, hidden)
+
         # 7. Grouped-query attention: each K/V head serves heads // kv_heads query heads.
         group = self.heads // self.kv_heads
         k = k.repeat_interleave(group, dim=1)                    # (B, H, S, d)
@@ -190,6 +200,25 @@ class Attention(nn.Module):
         out = out.transpose(1, 2)                                # (B, T, H, d)
         out = out.reshape(B, T, self.heads * self.head_dim)      # (B, T, H * d)
         return self.o_proj(out)                                  # (B, T, hidden)
+
+
+def set_attn_implementation(model: nn.Module, name: str) -> nn.Module:
+    """Choose how every Attention in `model` computes steps 7-9 (HF's attn_implementation):
+
+        "eager"  written out step by step, as the notebooks show it; the parity tests compare it
+                 with HF's eager path
+        "sdpa"   torch.nn.functional.scaled_dot_product_attention: the same softmax(q k^T / sqrt(d)
+                 + mask) v in one fused kernel, without materialising the (T, S) scores per head or
+                 repeating the K/V heads (enable_gqa); HF's default path
+
+    Both read the same additive mask (causal, padding, sliding window; a fully masked padding row
+    gives the same uniform softmax) and agree to float rounding. Returns `model`."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation={name!r}: choose one of {ATTN_IMPLEMENTATIONS}")
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.attn_implementation = name
+    return model
 
 
 class SwiGLU(nn.Module):

@@ -31,6 +31,10 @@ from torch import nn
 
 from .layers import ACTIVATIONS, SwiGLU
 
+# How the experts run (HF's experts_implementation): Experts.forward, one expert at a time, or
+# Experts.grouped, all of them in one grouped matmul per projection. set_experts_implementation.
+EXPERTS_IMPLEMENTATIONS = ("eager", "grouped_mm")
+
 
 @dataclass
 class RoutingStats:
@@ -69,6 +73,7 @@ class Experts(nn.Module):
         self.gate_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
         self.up_proj = nn.Parameter(torch.empty(num_experts, intermediate, hidden))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, intermediate))
+        self.implementation = "eager"             # or "grouped_mm": see set_experts_implementation
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e on a batch of token vectors x (n, H) -> (n, H)."""
@@ -98,6 +103,27 @@ class Experts(nn.Module):
             y = y * weights[token, slot, None]                  # (n, H): times each token's weight
             out.index_add_(0, token, y.to(out.dtype))           # into those tokens' rows
         return out
+
+    def grouped(self, x: torch.Tensor, experts: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
+        """The same sum as `forward`, without its Python loop over experts (HF's grouped_mm path).
+
+        Sort the N*k (token, expert) pairs by expert: each expert's tokens become one block of
+        consecutive rows, and `F.grouped_mm` multiplies block e by expert e's weights, every
+        block in one call. Then weight each row and add it into its token's output, as forward
+        does. The stable sort keeps each token's pairs in ascending expert order, so the k terms
+        are added in forward's order too, and the two give the same numbers."""
+        k = experts.shape[1]
+        pairs = experts.flatten()                                  # (N*k,) expert of each pair
+        order = pairs.argsort(stable=True)                         # pairs, grouped by expert
+        token = order // k                                         # (N*k,) each pair's token
+        ends = torch.bincount(pairs, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
+        xs = x[token]                                              # (N*k, H) rows by expert
+        gate = F.grouped_mm(xs, self.gate_proj.transpose(1, 2), offs=ends)           # (N*k, I)
+        up = F.grouped_mm(xs, self.up_proj.transpose(1, 2), offs=ends)               # (N*k, I)
+        y = F.grouped_mm(self.act(gate) * up, self.down_proj.transpose(1, 2), offs=ends)
+        y = y * weights.flatten()[order, None]                     # (N*k, H) times their weights
+        return torch.zeros_like(x).index_add_(0, token, y.to(x.dtype))               # (N, H)
 
 
 def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool):
@@ -132,13 +158,27 @@ class SparseMoE(nn.Module):
         flat = x.reshape(B * T, H)                                   # (N, H): routing is per token
         logits = self.gate(flat)                                     # (N, E)
         probs, weights, experts = route(logits, self.top_k, self.norm_topk_prob)
-        out = self.experts(flat, experts, weights)                   # (N, H)
+        run = self.experts.grouped if self.experts.implementation == "grouped_mm" else self.experts
+        out = run(flat, experts, weights)                            # (N, H)
         if hasattr(self, "shared_expert"):
             gate = torch.sigmoid(self.shared_expert_gate(flat))      # (N, 1)
             out = out + gate * self.shared_expert(flat)
         stats = RoutingStats(logits.view(B, T, -1), probs.detach().view(B, T, -1),
                              experts.view(B, T, -1), weights.detach().view(B, T, -1))
         return out.view(B, T, H), stats
+
+
+def set_experts_implementation(model: nn.Module, name: str) -> nn.Module:
+    """Choose how every Experts module in `model` runs (HF's experts_implementation): "eager",
+    Experts.forward's loop over the chosen experts, as notebook 03 shows it, or "grouped_mm",
+    Experts.grouped, one grouped matmul per projection (HF's default path). Returns `model`."""
+    if name not in EXPERTS_IMPLEMENTATIONS:
+        raise ValueError(f"experts_implementation={name!r}: choose one of "
+                         f"{EXPERTS_IMPLEMENTATIONS}")
+    for module in model.modules():
+        if isinstance(module, Experts):
+            module.implementation = name
+    return model
 
 
 def sparse_moe(cfg) -> SparseMoE:

@@ -156,14 +156,17 @@ class Thinker(nn.Module):
                 inputs_embeds: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 use_cache: bool | None = None, output_router_logits: bool | None = None,
                 output_hidden_states: bool = False, use_audio_in_video: bool | None = None,
-                return_dict: bool = True, **media) -> ThinkerOutput:
+                return_dict: bool = True, logits_to_keep: int = 0, **media) -> ThinkerOutput:
         """HF's Thinker keywords: input_ids (B, T) or inputs_embeds (B, T, H); attention_mask
         (B, past + T), 1 = real token; media inputs as the processor returns them (MEDIA_INPUTS).
 
         Without position_ids, a prompt gets its TM-RoPE positions (`prompt_positions`) and a cached
         step plain text positions; past_key_values is a layers.KVCache, filled in place.
-        return_dict and use_audio_in_video only complete HF's signature: the result is always a
-        ThinkerOutput, and the tokens say whether a video carries its sound."""
+        logits_to_keep=n computes the logits of the last n positions only (0: all), as in HF: a
+        decoding loop needs just the last one, and a 500-token prompt's other logits would cost
+        as much as a layer. return_dict and use_audio_in_video only complete HF's signature: the
+        result is always a ThinkerOutput, and the tokens say whether a video carries its
+        sound."""
         emb = self.embed(input_ids, inputs_embeds, **media)
         inputs_embeds = emb.inputs_embeds
         B, T, _ = inputs_embeds.shape
@@ -185,7 +188,7 @@ class Thinker(nn.Module):
 
         dec = self.model(inputs_embeds, position_ids, attention_mask, past_key_values,
                          output_hidden_states, emb.visual_pos_masks, emb.deepstack)
-        logits = self.lm_head(dec.last_hidden_state)                        # (B, T, vocab)
+        logits = self.lm_head(dec.last_hidden_state[:, -logits_to_keep:])   # (B, T or n, vocab)
 
         if output_router_logits is None:
             output_router_logits = text.output_router_logits
