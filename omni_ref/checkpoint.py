@@ -230,7 +230,7 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     """
     ckpt_dir = os.fspath(checkpoint_dir)
     plan = verify(ckpt_dir, components, dtype, strict_config)
-    set_attn_implementation(plan.model, attn_implementation)        # checked before any tensor is read
+    set_attn_implementation(plan.model, attn_implementation)     # names checked before any read
     set_experts_implementation(plan.model, experts_implementation)
     model = plan.model
     # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at
