@@ -94,8 +94,8 @@ def test_spread_and_flags():
     assert bench.flag([1.0, 1.2, 1.4]) is None and bench.flag(None) is None
     assert "negative" in bench.flag([-1.9, 0.1, 0.2])
     assert "spread 100% is over 50%" in bench.flag([1.0, 2.0, 3.0])
-    s = bench.stage([0.2, 0.1, 0.3], [1.0, 1.0, 1.0], per=10)
-    assert s["omni_ref"] == pytest.approx(0.02) and s["hf"] == pytest.approx(0.1)
+    s = bench.stage({"omni_ref": [0.2, 0.1, 0.3], "hf": [1.0, 1.0, 1.0], "hf_eager": None}, per=10)
+    assert s["omni_ref"] == pytest.approx(0.02) and s["hf"] == pytest.approx(0.1) and s["hf_eager"] is None
     assert s["spread"]["omni_ref"] == pytest.approx(1.0) and s["flag"]["omni_ref"] and s["flag"]["hf"] is None
     assert bench.flagged({"x": s}) == [("x", "omni_ref", s["flag"]["omni_ref"])]
 
@@ -124,28 +124,104 @@ def test_bad_repeats_is_refused_with_the_fix(capsys):
     assert "--repeats 0: need at least 1 timed run per stage" in capsys.readouterr().err
 
 
-def test_tiny_run_writes_json_and_both_sides_agree(tmp_path, capsys, monkeypatch):
+def _stage(**medians):
+    return bench.stage({side: None if m is None else [m] * 3 for side, m in medians.items()})
+
+
+def test_figures_and_targets_by_hand():
+    stages = {"processor": _stage(omni_ref=0.01, hf=None), "audio_encoder": _stage(omni_ref=0.02, hf=0.03),
+              "thinker_ttft": _stage(omni_ref=0.5, hf=0.6), "thinker_token": _stage(omni_ref=0.02, hf=0.02),
+              "talker_step": _stage(omni_ref=0.01, hf=0.04), "code2wav_chunked": _stage(omni_ref=0.004, hf=0.004),
+              "first_audio": _stage(omni_ref=0.3, hf=1.0), "total": _stage(omni_ref=1.1, hf=1.0)}
+    f = bench.figures(stages, prompt_tokens=100)
+    assert f["omni_ref"]["thinker_prefill_tok_s"] == pytest.approx(200) and f["hf"]["processor_s"] is None
+    assert f["omni_ref"]["encoders_s"] == pytest.approx(0.02) and f["hf"]["talker_mtp_frames_s"] == pytest.approx(25)
+    assert f["omni_ref"]["code2wav_rtf"] == pytest.approx(0.05) and f["hf"]["first_audio_s"] == pytest.approx(1.0)
+    t = bench.targets(stages)
+    assert set(t) == {"thinker_prefill", "thinker_decode", "talker_mtp_frames_per_s", "first_audio"}
+    assert t["thinker_prefill"]["ratio"] == pytest.approx(0.5 / 0.6) and t["thinker_prefill"]["met"]
+    assert t["thinker_decode"]["ratio"] == pytest.approx(1.0) and t["thinker_decode"]["met"]      # at the limit
+    assert t["talker_mtp_frames_per_s"]["ratio"] == pytest.approx(4.0) and t["talker_mtp_frames_per_s"]["met"]
+    assert t["first_audio"]["ratio"] == pytest.approx(0.3) and not t["first_audio"]["met"]        # over 0.2
+    stages["thinker_token"] = bench.stage({"omni_ref": [0.01, 0.02, 0.03], "hf": [0.05] * 3})   # spread 100 %
+    t = bench.targets(stages)
+    assert t["thinker_decode"]["ratio"] < 1 and not t["thinker_decode"]["met"]                     # flagged
+    assert t["thinker_decode"]["flagged"] == ["omni_ref"]
+    both = bench.all_targets({"a": {"name": "a", "targets": bench.targets(stages)},
+                              "b": {"name": "b", "targets": {"thinker_prefill": {
+                                  **t["thinker_prefill"], "ratio": 1.2, "met": False}}}})
+    assert both["thinker_prefill"]["ratio"] == pytest.approx(1.2) and not both["thinker_prefill"]["met"]
+    assert both["thinker_prefill"]["requests"] == {"a": pytest.approx(0.5 / 0.6), "b": 1.2}
+
+
+class Event:
+    def __init__(self, kind, time_s, n=0):
+        self.kind, self.time_s, self.wav = kind, time_s, torch.zeros(n)
+
+
+class Streamer:
+    """model.stream's contract: events in order, each with its time since the call began."""
+    def stream(self, **kwargs):
+        self.kwargs = kwargs
+        yield Event("text", 0.1)
+        yield Event("audio", 0.25, 1920 * 4)
+        yield Event("text", 0.3)
+        yield Event("audio", 0.4, 1920 * 4)
+
+
+def test_first_audio_reads_the_first_audio_event():
+    m = Streamer()
+    r = bench.first_audio_ours(m, {"input_ids": 1}, speaker="Ethan", talker_max_new_tokens=61)
+    assert r["first_audio_s"] == 0.25 and r["samples"] == 2 * 1920 * 4 and r["total_s"] >= 0
+    assert m.kwargs == {"input_ids": 1, "speaker": "Ethan", "talker_max_new_tokens": 61, "audio_chunk_frames": 4}
+
+
+def test_eager_path_switches_and_restores(tiny_dir):
+    import omni_ref
+    from omni_ref.layers import Attention
+    from omni_ref.moe import Experts
+    model = omni_ref.load(tiny_dir, components=("thinker",), attn_implementation="sdpa",
+                          experts_implementation="grouped_mm")
+
+    def kinds():
+        return ({m.attn_implementation for m in model.modules() if isinstance(m, Attention)},
+                {m.implementation for m in model.modules() if isinstance(m, Experts)})
+    with bench.eager_path(model):
+        assert kinds() == ({"eager"}, {"eager"})
+    assert kinds() == ({"sdpa"}, {"grouped_mm"})
+
+
+def test_tiny_run_writes_json_and_every_column_agrees(tmp_path, capsys, monkeypatch):
     full = bench.run       # fewer tokens, steps and frames than make bench, to keep the test quick
     monkeypatch.setattr(bench, "run", lambda *a, **k: full(*a, thinker_tokens=3, talker_steps=3, codec_frames=10, **k))
-    assert bench.main(["--preset", "tiny", "--repeats", "1", "--requests", "hear", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--preset", "tiny", "--repeats", "1", "--requests", "hear", "--answer-frames", "0",
+                       "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench_tiny.json").read_text())
-    assert set(report) == {"hardware", "versions", "settings", "results", "memory"}
-    assert {"platform", "machine", "processor", "cpu_count", "torch_threads", "total_ram_bytes"} <= \
+    assert set(report) >= {"hardware", "versions", "settings", "results", "memory", "targets"}
+    assert {"platform", "machine", "processor", "cpu_count", "torch_threads", "total_ram_bytes", "load_average"} <= \
         set(report["hardware"])
     assert {"python", "torch", "transformers", "omni_ref_commit"} <= set(report["versions"])
     hear = report["results"]["hear"]
     assert set(hear["stages"]) == {"processor", "audio_encoder", "thinker_ttft", "thinker_token", "talker_ttft",
                                    "talker_step", "talker_token", "mtp", "code2wav_chunked", "code2wav_stream"}
     assert set(hear["ratios"]) == set(hear["stages"]) - {"processor", "code2wav_stream"}
-    for name, v in hear["stages"].items():            # every figure: median, spread, its runs, its flag
-        assert set(v) == {"omni_ref", "hf", "spread", "runs", "flag"}, name
+    sides = {"omni_ref", "omni_ref_eager", "hf", "hf_eager"}
+    for name, v in hear["stages"].items():            # every figure: each column's median, spread, runs, flag
+        assert set(v) == sides | {"spread", "runs", "flag"}, name
         assert len(v["runs"]["omni_ref"]) == 1 and min(v["runs"]["omni_ref"]) >= 0, name
-    assert set(hear["steps"]["thinker"]["hf"]) == {"thinker_ttft", "thinker_token"}
+    assert hear["stages"]["thinker_token"]["hf_eager"] > 0 and hear["stages"]["processor"]["hf"] is None
+    assert set(hear["steps"]["thinker"]["hf_eager"]) == {"thinker_ttft", "thinker_token"}
     assert len(hear["steps"]["talker"]["omni_ref"]["mtp"]) == 2      # 3 Talker steps: an MTP call after 2
-    assert set(hear["table_2"]["hf"]) >= {"first_packet_s", "rtf", "flagged"}
+    assert set(hear["table_2"]) == sides and set(hear["table_2"]["hf"]) >= {"first_packet_s", "rtf", "flagged"}
+    assert set(hear["figures"]) == sides and hear["figures"]["omni_ref"]["thinker_decode_tok_s"] > 0
+    assert set(hear["targets"]) == {"thinker_prefill", "thinker_decode", "talker_mtp_frames_per_s"}
+    assert set(report["targets"]) == set(hear["targets"])
+    for t in hear["targets"].values():
+        assert set(t) == {"measures", "ratio", "limit", "met", "flagged"} and isinstance(t["met"], bool)
     p = hear["parity"]
     assert p["thinker_tokens_equal"] and p["codes_equal"] and p["mtp_codes_equal"]
     assert p["wav_max_abs"] <= 1e-5 and p["code2wav_max_abs"] <= 1e-5 and p["audio_encoder_max_abs"] <= 1e-5
     assert report["memory"]["omni_ref_param_bytes"] == report["memory"]["hf_param_bytes"]
     assert report["settings"]["flush_denormal"] is True
-    assert "omni_ref / HF < 1: omni_ref faster" in capsys.readouterr().out
+    assert report["settings"]["columns"]["hf"].startswith("attn_implementation=sdpa")
+    assert "ratio = omni_ref / hf, < 1: omni_ref faster" in capsys.readouterr().out
