@@ -91,12 +91,14 @@ class AudioAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.q_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        self.attn_implementation = "eager"             # or "sdpa": layers.set_attn_implementation
 
     def forward(self, x: torch.Tensor, windows: list[int]) -> torch.Tensor:
         T, D = x.shape
         q, k, v = (p(x).view(T, self.heads, -1).transpose(0, 1)              # (heads, T, head_dim)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = segment_attention(q, k, v, windows).transpose(0, 1).reshape(T, D)  # (T, d_model)
+        out = segment_attention(q, k, v, windows, self.attn_implementation)      # (heads, T, d)
+        out = out.transpose(0, 1).reshape(T, D)                                  # (T, d_model)
         return self.out_proj(out)
 
 

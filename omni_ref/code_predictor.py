@@ -74,7 +74,8 @@ class CodePredictorModel(nn.Module):
         inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta)
         positions = torch.arange(past, past + T, device=device).expand(B, T)       # (B, T)
         cos, sin = rotary_cos_sin(positions, inv_freq, dtype)                       # (B, T, d)
-        mask = causal_mask(T, past + T, dtype, device=device)
+        # A single new position may see every cached one: no mask needed (it would add zeros).
+        mask = causal_mask(T, past + T, dtype, device=device) if T > 1 else None
         h = inputs_embeds
         for i, layer in enumerate(self.layers):
             h, _ = layer(h, cos, sin, mask, past_key_values, i)

@@ -39,14 +39,19 @@ ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 # ---- attention inside segments (encoders) ------------------------------------------------------
 
 def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      lengths: list[int]) -> torch.Tensor:
+                      lengths: list[int], implementation: str = "eager") -> torch.Tensor:
     """Attention within consecutive segments only: q, k, v (heads, T, d); T = sum(lengths).
 
     Tokens of different segments (audio windows, image frames) never see each other. Computing
     each segment on its own is what HF's eager path does (its `cu_seqlens` are the cumulative
-    `lengths`), and it costs sum(len^2) instead of T^2 for one big block-diagonal mask."""
+    `lengths`), and it costs sum(len^2) instead of T^2 for one big block-diagonal mask.
+    implementation: "eager" or "sdpa", as the calling encoder's attention was set
+    (set_attn_implementation)."""
     outs = []
     for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1)):
+        if implementation == "sdpa":          # the three lines below in one fused call
+            outs.append(F.scaled_dot_product_attention(qs, ks, vs))
+            continue
         scores = qs @ ks.transpose(1, 2) * qs.shape[-1] ** -0.5             # (heads, len, len)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(qs.dtype)
         outs.append(probs @ vs)                                             # (heads, len, d)
@@ -114,12 +119,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 (a bf16 mean of squares loses too much), multiply by the weight in the
-        # input dtype.
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # Normalise in fp32 (a bf16 mean of squares loses too much): F.rms_norm computes
+        # x * rsqrt(mean(x^2) + eps) in one call instead of five (pow, mean, add, rsqrt, mul), the
+        # same numbers. Then multiply by the weight in the input dtype, as HF does.
+        normed = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -203,7 +207,8 @@ class Attention(nn.Module):
 
 
 def set_attn_implementation(model: nn.Module, name: str) -> nn.Module:
-    """Choose how every Attention in `model` computes steps 7-9 (HF's attn_implementation):
+    """Choose how every attention in `model` computes steps 7-9 of Attention.forward, and the
+    encoders' segment_attention its scores and softmax (HF's attn_implementation):
 
         "eager"  written out step by step, as the notebooks show it; the parity tests compare it
                  with HF's eager path
@@ -216,7 +221,7 @@ def set_attn_implementation(model: nn.Module, name: str) -> nn.Module:
     if name not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation={name!r}: choose one of {ATTN_IMPLEMENTATIONS}")
     for module in model.modules():
-        if isinstance(module, Attention):
+        if hasattr(module, "attn_implementation"):    # Attention and the encoders' attention
             module.attn_implementation = name
     return model
 

@@ -115,6 +115,7 @@ class VisionAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)  # q, k and v in one matmul, split afterwards
         self.proj = nn.Linear(dim, dim)
+        self.attn_implementation = "eager"             # or "sdpa": layers.set_attn_implementation
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 frames: list[int]) -> torch.Tensor:
@@ -123,7 +124,7 @@ class VisionAttention(nn.Module):
         q, k, v = qkv.permute(1, 2, 0, 3)                             # each (heads, N, head_dim)
         q = apply_rotary(q[None], cos[None], sin[None])[0]
         k = apply_rotary(k[None], cos[None], sin[None])[0]
-        out = segment_attention(q, k, v, frames)                             # (heads, N, head_dim)
+        out = segment_attention(q, k, v, frames, self.attn_implementation)   # (heads, N, head_dim)
         return self.proj(out.transpose(0, 1).reshape(N, D))
 
 

@@ -101,7 +101,27 @@ def test_load_sets_every_attention_and_experts_module(eager_and_fast):
     assert attn and experts          # the Thinker, Talker, MTP and Code2Wav attention; both MoEs
     assert {m.attn_implementation for m in attn} == {"sdpa"}
     assert {m.implementation for m in experts} == {"grouped_mm"}
-    assert {m.attn_implementation for m in eager.modules() if isinstance(m, Attention)} == {"eager"}
+    encoders = [fast.thinker.audio_tower.layers[0].self_attn, fast.thinker.visual.blocks[0].attn]
+    assert [m.attn_implementation for m in encoders] == ["sdpa", "sdpa"]
+    assert {m.attn_implementation for m in eager.modules()
+            if hasattr(m, "attn_implementation")} == {"eager"}
+
+
+def test_fast_encoders_equal_eager(eager_and_fast, tiny_processor):
+    eager, fast = eager_and_fast
+    data = omni_ref.presets.REPO_DIR / "data"
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": str(data / "speech.wav")},
+                                             {"type": "image", "image": str(data / "image.png")},
+                                             {"type": "text", "text": "what is this?"}]}]
+    inputs = tiny_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                return_dict=True)
+    media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        a, b = (m.thinker.embed(inputs["input_ids"], **media) for m in (eager, fast))
+        torch.testing.assert_close(b.inputs_embeds, a.inputs_embeds, atol=1e-5, rtol=0)
+        for x, y in zip(b.deepstack, a.deepstack):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+        assert not torch.equal(b.inputs_embeds, eager.thinker.embed(inputs["input_ids"]).inputs_embeds)
 
 
 def test_fast_thinker_equals_eager(eager_and_fast, random_prompt):
