@@ -119,9 +119,12 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 (a bf16 mean of squares loses too much): F.rms_norm computes
-        # x * rsqrt(mean(x^2) + eps) in one call instead of five (pow, mean, add, rsqrt, mul), the
-        # same numbers. Then multiply by the weight in the input dtype, as HF does.
+        # F.rms_norm(x, shape, weight, eps) is x * rsqrt(mean(x^2) + eps) * weight in one call
+        # (pow, mean, add, rsqrt, mul, mul), with the same numbers.
+        if x.dtype == self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # In lower precision, normalise in fp32 (a bf16 mean of squares loses too much), then
+        # multiply by the weight in the input dtype, as HF does.
         normed = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps)
         return self.weight * normed.to(x.dtype)
 
