@@ -62,24 +62,32 @@ class CodePredictorModel(nn.Module):
         self.codec_embedding = nn.ModuleList(
             nn.Embedding(cfg.vocab_size, cfg.hidden_size) for _ in range(cfg.num_code_groups - 1))
 
-    def forward(self, inputs_embeds: torch.Tensor,
-                past_key_values: KVCache | None = None) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, past_key_values: KVCache | None = None,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """inputs_embeds (B, T, H) -> normed hidden states (B, T, H).
 
         Plain 1-D rotary positions continue from the cache length: a frame is one short unpadded
-        sequence."""
+        sequence. rotary: their (cos, sin) tables, (1, T, head_dim) each, when the caller has them
+        (generate makes a frame's once); by default made here."""
         B, T, _ = inputs_embeds.shape
         device, dtype = inputs_embeds.device, inputs_embeds.dtype
         past = past_key_values.length if past_key_values is not None else 0
-        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta)
-        positions = torch.arange(past, past + T, device=device).expand(B, T)       # (B, T)
-        cos, sin = rotary_cos_sin(positions, inv_freq, dtype)                       # (B, T, d)
+        if rotary is None:
+            rotary = self.rotary_tables(past + T, dtype, device)
+            rotary = tuple(t[:, past:] for t in rotary)
+        cos, sin = rotary                                                           # (1, T, d)
         # A single new position may see every cached one: no mask needed (it would add zeros).
         mask = causal_mask(T, past + T, dtype, device=device) if T > 1 else None
         h = inputs_embeds
         for i, layer in enumerate(self.layers):
             h, _ = layer(h, cos, sin, mask, past_key_values, i)
         return self.norm(h)
+
+    def rotary_tables(self, n: int, dtype: torch.dtype, device=None):
+        """cos, sin (1, n, head_dim) of positions 0..n-1."""
+        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta)
+        positions = torch.arange(n, device=device)[None]                            # (1, n)
+        return rotary_cos_sin(positions, inv_freq.to(device), dtype)
 
 
 class CodePredictor(nn.Module):
@@ -96,8 +104,8 @@ class CodePredictor(nn.Module):
             for _ in range(cfg.num_code_groups - 1))
 
     def forward(self, step: int, inputs_embeds: torch.Tensor | None = None,
-                codes: torch.Tensor | None = None,
-                past_key_values: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                codes: torch.Tensor | None = None, past_key_values: KVCache | None = None,
+                rotary: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass -> (logits (B, T, codebook) of residual codebook step+1, input embeddings).
 
         step 0:  inputs_embeds (B, 2, H) = [Talker hidden state, Talker embedding of code 0]
@@ -105,7 +113,7 @@ class CodePredictor(nn.Module):
         step s:  codes (B, 1) of codebook s, embedded with codec_embedding[s-1] -> head s
                  (code s+1)
         HF's forward infers the step from the input length (prefill) or a `generation_steps`
-        counter; we name it."""
+        counter; we name it. rotary: the positions' (cos, sin), see CodePredictorModel."""
         n_heads = len(self.lm_head)
         if not 0 <= step < n_heads:
             raise ValueError(f"step={step}: the code predictor has heads for steps "
@@ -120,7 +128,7 @@ class CodePredictor(nn.Module):
                 raise ValueError(f"step {step} takes codes (batch, 1): the code just chosen for "
                                  f"codebook {step}")
             inputs_embeds = self.model.codec_embedding[step - 1](codes)            # (B, 1, H)
-        hidden = self.model(inputs_embeds, past_key_values)
+        hidden = self.model(inputs_embeds, past_key_values, rotary)
         return self.lm_head[step](hidden), inputs_embeds
 
     @torch.no_grad()
@@ -136,11 +144,17 @@ class CodePredictor(nn.Module):
         B = talker_hidden.shape[0]
         codes = torch.zeros(B, 0, dtype=torch.long, device=talker_hidden.device)   # (B, so far)
         embeds, kept = [], []
+        # The frame's N positions: their rotary tables made once, sliced for each pass.
+        cos, sin = self.model.rotary_tables(len(self.lm_head) + 1, code0_embed.dtype,
+                                            code0_embed.device)                 # (1, N, d)
         prefill = torch.cat([talker_hidden, code0_embed], dim=1)                    # (B, 2, H)
-        logits, _ = self(0, inputs_embeds=prefill, past_key_values=cache)
+        logits, _ = self(0, inputs_embeds=prefill, past_key_values=cache,
+                         rotary=(cos[:, :2], sin[:, :2]))
         for step in range(len(self.lm_head)):
-            if step > 0:
-                logits, emb = self(step, codes=codes[:, -1:], past_key_values=cache)   # (B, 1, V)
+            if step > 0:                                    # code `step` sits at position step + 1
+                at = (cos[:, step + 1:step + 2], sin[:, step + 1:step + 2])
+                logits, emb = self(step, codes=codes[:, -1:], past_key_values=cache,
+                                   rotary=at)                                          # (B, 1, V)
                 embeds.append(emb)
             last = logits[:, -1].float()                                           # (B, codebook)
             if output_logits:
