@@ -27,7 +27,7 @@ Report, arXiv 2509.17765, section 6 / Table 2), each measured in `repeats` runs 
     first_audio        a spoken answer of `answer_frames` frames: ours, the time from calling model.stream to its
                        first audio event (4-frame packets); HF's, its generate's wall time, since HF returns the
                        audio only when all of it is made
-    total              that same answer complete: ours, until model.stream is exhausted; HF's, its generate call
+    total              that same answer complete, through generate on every side
 
 Every per-step figure is read off timestamps taken while one generate call runs (StepClock: a forward pre-hook
 on the decoder, and a wrapper around the code predictor's generate), the same way on both sides, so it is never
@@ -274,42 +274,40 @@ def columns(model, twin, twin_eager=None, eager: bool = False) -> dict:
 
 # ---- time to first audio -----------------------------------------------------------------------------------------
 
-def first_audio_ours(model, inputs: dict, **options) -> dict:
-    """One streamed spoken answer: {"first_audio_s": seconds from the call of model.stream to its first audio
-    event (the event's own time_s), "total_s": until the stream is exhausted, "samples": audio samples made}.
-    options: generate's speech options (speaker, thinker_*, talker_*)."""
-    t0 = time.perf_counter()
-    first, samples = None, 0
+def first_audio_ours(model, inputs: dict, **options) -> float:
+    """Seconds from the call of model.stream to its first audio event (the event's own time_s), for one spoken
+    answer; the stream is closed there. options: generate's speech options (speaker, thinker_*, talker_*)."""
     for ev in model.stream(**inputs, **options, audio_chunk_frames=4):
         if ev.kind == "audio":
-            first = ev.time_s if first is None else first
-            samples += ev.wav.numel()
-    return {"first_audio_s": first, "total_s": time.perf_counter() - t0, "samples": samples}
+            return ev.time_s
+    raise RuntimeError("model.stream ended without an audio event: the answer had no codec frame")
 
 
-def first_audio_hf(twin, inputs: dict, **options) -> dict:
-    """HF's time to audio: its generate returns the waveform only when all of it is made, so its first audio is
-    the whole call. Same keys as first_audio_ours."""
+def answer(m, inputs: dict, **options) -> dict:
+    """One whole spoken answer through generate (ours or HF's: the same call): {"total_s", "samples"}."""
     t0 = time.perf_counter()
-    _, wav = twin.generate(**inputs, **options, thinker_do_sample=False, return_audio=True)
-    total = time.perf_counter() - t0
-    return {"first_audio_s": total, "total_s": total, "samples": int(wav.numel())}
+    _, wav = m.generate(**inputs, **options, thinker_do_sample=False, return_audio=True)
+    return {"total_s": time.perf_counter() - t0, "samples": int(wav.numel())}
 
 
 def measure_first_audio(cols: dict, inputs: dict, repeats: int, **options) -> tuple[dict, dict]:
-    """The stages first_audio and total of every column from `repeats` runs after one warm-up, and the samples
-    each side's answer had (they must agree: the same answer on every side)."""
+    """The stages first_audio and total of every column from `repeats` runs each after one warm-up, and the
+    samples each side's answer had (they must agree: the same answer on every side).
+
+    total: generate's wall time on every side. first_audio: ours, model.stream's first audio event; HF's, the
+    same generate call, since HF returns the waveform only when all of it is made."""
     from .. import hf
-    runs, samples = {}, {}
+    first, total, samples = {}, {}, {}
     for side, (m, context) in cols.items():
-        call = first_audio_ours if side in OURS else first_audio_hf
         with context(), hf.quiet():
-            results = [call(m, inputs, **options) for _ in range(1 + repeats)][1:]
-        runs[side] = results
-        samples[side] = results[-1]["samples"]
-    stages = {name: stage({side: [r[f"{name}_s"] for r in rs] for side, rs in runs.items()})
-              for name in ("first_audio", "total")}
-    return stages, samples
+            done = [answer(m, inputs, **options) for _ in range(1 + repeats)][1:]
+            total[side] = [r["total_s"] for r in done]
+            samples[side] = done[-1]["samples"]
+            if side in OURS:      # the generate runs above were its warm-up
+                first[side] = [first_audio_ours(m, inputs, **options) for _ in range(repeats)]
+            else:
+                first[side] = total[side]
+    return {"first_audio": stage(first), "total": stage(total)}, samples
 
 
 # ---- one request ---------------------------------------------------------------------------------------------
