@@ -27,7 +27,7 @@ Report, arXiv 2509.17765, section 6 / Table 2), each measured in `repeats` runs 
     first_audio        a spoken answer of `answer_frames` frames: ours, the time from calling model.stream to its
                        first audio event (4-frame packets); HF's, its generate's wall time, since HF returns the
                        audio only when all of it is made
-    total              that same answer complete, through generate on every side
+    total              that same answer complete, through generate on each side (these two: omni_ref and hf only)
 
 Every per-step figure is read off timestamps taken while one generate call runs (StepClock: a forward pre-hook
 on the decoder, and a wrapper around the code predictor's generate), the same way on both sides, so it is never
@@ -295,10 +295,15 @@ def measure_first_audio(cols: dict, inputs: dict, repeats: int, **options) -> tu
     samples each side's answer had (they must agree: the same answer on every side).
 
     total: generate's wall time on every side. first_audio: ours, model.stream's first audio event; HF's, the
-    same generate call, since HF returns the waveform only when all of it is made."""
+    same generate call, since HF returns the waveform only when all of it is made. Only the two default-path
+    columns run it (a 60-frame answer takes seconds a run; the eager columns would double the bench's time):
+    the eager columns get None."""
     from .. import hf
     first, total, samples = {}, {}, {}
     for side, (m, context) in cols.items():
+        if side not in ("omni_ref", "hf"):
+            first[side] = total[side] = None
+            continue
         with context(), hf.quiet():
             done = [answer(m, inputs, **options) for _ in range(1 + repeats)][1:]
             total[side] = [r["total_s"] for r in done]
