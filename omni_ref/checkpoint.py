@@ -129,8 +129,24 @@ def _open_shard(ckpt_dir: str, fname: str):
 
 def present_components(ckpt_dir: str) -> tuple[str, ...]:
     """Components that have at least one tensor in the checkpoint."""
-    prefixes = {k.split(".", 1)[0] for k in _weight_map(os.fspath(ckpt_dir))}
+    return _components_in(_weight_map(os.fspath(ckpt_dir)))
+
+
+def _components_in(weight_map: dict[str, str]) -> tuple[str, ...]:
+    prefixes = {k.split(".", 1)[0] for k in weight_map}
     return tuple(c for c in COMPONENTS if c in prefixes)
+
+
+def _absent_message(ckpt_dir: str, config: OmniConfig, components, absent, present) -> str:
+    """Why requested components cannot be loaded: the checkpoint has none of their tensors."""
+    why = ("config.json says enable_audio_output=false: a Thinker-only checkpoint (HF saves no "
+           "Talker and no Code2Wav for it; Qwen3-Omni-30B-A3B-Thinking and -Captioner ship so), "
+           "which answers in text only"
+           if not config.enable_audio_output else
+           "the checkpoint was saved without them")
+    return (f"{ckpt_dir} holds no {' or '.join(c + '.*' for c in absent)} tensors, so "
+            f"components={tuple(components)} cannot be loaded: {why}. Load "
+            f"components={tuple(present)} (what it holds), or leave components out.")
 
 
 def _describe(keys, limit: int = 12) -> str:
@@ -156,12 +172,16 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     present, none unexpected, every shape right. Raises CheckpointError listing the offending keys.
     Cheap even for 70 GB."""
     ckpt_dir = os.fspath(checkpoint_dir)
-    config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
-    if components is None:
-        components = present_components(ckpt_dir)
-    else:
-        components = check_components(components)
+    present = _components_in(weight_map)
+    components = present if components is None else check_components(components)
+    # config.json is validated for the components built: a Thinker-only checkpoint carries Talker
+    # and Code2Wav configs that describe nothing it holds (config.OmniConfig.validate)
+    config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config,
+                                       components=[c for c in components if c in present])
+    absent = [c for c in components if c not in present]
+    if absent:
+        raise CheckpointError(_absent_message(ckpt_dir, config, components, absent, present))
     if not components:
         raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
 

@@ -38,12 +38,16 @@ class Qwen3Omni(nn.Module):
         code2wav   Code2Wav    codec codes -> 24 kHz waveform                      (code2wav.py)
 
     Build it from a checkpoint with `omni_ref.load(dir, components=...)`; `generate` is HF's
-    generate (generate.py)."""
+    generate (generate.py). components default to those the config describes, as HF builds
+    them: the Thinker alone when enable_audio_output is false (the Thinking and Captioner
+    checkpoints). The config is checked for exactly the components built."""
 
-    def __init__(self, config: OmniConfig, components=COMPONENTS):
+    def __init__(self, config: OmniConfig, components=None):
         super().__init__()
         self.config = config
-        self.components = check_components(components)
+        self.components = check_components(
+            config.described_components if components is None else components)
+        config.validate("OmniConfig", self.components)
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         self.talker = Talker(config.talker_config) if "talker" in self.components else None
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None

@@ -59,6 +59,41 @@ def weight_bytes(n_params: int, dtype: str = "bf16") -> int:
     return n_params * BYTES[dtype]
 
 
+# The published checkpoints of Qwen3-Omni-30B-A3B and the components each holds. Instruct speaks;
+# Thinking (which reasons step by step before it answers) and Captioner (Instruct fine-tuned to
+# describe any audio in detail) are published with enable_audio_output false: a Thinker only,
+# answering in text. All three have the same Thinker.
+VARIANTS = {"Instruct": ("thinker", "talker", "code2wav"), "Thinking": ("thinker",),
+            "Captioner": ("thinker",)}
+
+
+@dataclass
+class VariantSize:
+    name: str                       # as published: Qwen3-Omni-30B-A3B-<name>
+    components: tuple[str, ...]     # what its checkpoint holds
+    kept: int                       # parameters in its checkpoint
+    active: int                     # of those, used per token (count_params' rule)
+    dropped: int                    # parameters of the whole model it leaves out
+
+
+def variant_sizes(model) -> list[VariantSize]:
+    """One row per published variant (VARIANTS), counted on a whole (meta-device) Qwen3Omni: the
+    parameters each checkpoint keeps and those it drops (the Talker, its MTP and Code2Wav). The
+    variants share one Thinker config, so one module tree counts them all."""
+    if model.components != ("thinker", "talker", "code2wav"):
+        raise ValueError(f"variant_sizes counts what a variant drops, so it needs the whole model; "
+                         f"got components={model.components}: build it with "
+                         f"presets.build_meta(name), every component")
+    per = {c: count_params(getattr(model, c)) for c in model.components}
+    total = sum(t for t, _ in per.values())
+    rows = []
+    for name, components in VARIANTS.items():
+        kept = sum(per[c][0] for c in components)
+        active = sum(per[c][1] for c in components)
+        rows.append(VariantSize(name, components, kept, active, total - kept))
+    return rows
+
+
 def kv_bytes_per_token(config: OmniConfig, dtype: str = "bf16") -> dict[str, int]:
     """Bytes of K and V cached per token: layers x 2 (K and V) x kv_heads x head_dim x bytes per value.
     Grouped-query attention is why this is small: the Thinker caches 4 K/V heads for its 32 query heads."""
