@@ -836,7 +836,7 @@ class OmniConfig(_HFConfig):
                 _check(0 <= getattr(self, name) < vocab, where,
                        f"{name}={getattr(self, name)} is outside the Thinker vocabulary "
                        f"(vocab_size={vocab})")
-        if "talker" in components and "code2wav" in components:   # Code2Wav reads the Talker's codes
+        if "talker" in components and "code2wav" in components:   # Code2Wav decodes its codes
             _check(c2w.num_quantizers == talker.num_code_groups, where,
                    f"code2wav_config.num_quantizers={c2w.num_quantizers} must equal "
                    f"talker_config.num_code_groups={talker.num_code_groups}: every codec frame "
@@ -851,7 +851,7 @@ class OmniConfig(_HFConfig):
     def from_dict(cls, d: dict[str, Any], strict: bool = True, where: str | None = None,
                   components=None) -> "OmniConfig":
         """Read, then validate the components that will be built (see `validate`)."""
-        cfg = super().from_dict(d, strict=strict, where=where, _nested=True)   # _nested: no check yet
+        cfg = super().from_dict(d, strict=strict, where=where, _nested=True)   # not checked yet
         cfg.validate(where or cls.__name__, components)
         return cfg
 
