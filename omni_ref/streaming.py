@@ -170,6 +170,7 @@ class Code2WavStream:
         self.samples_out = 0          # samples returned so far
         self.finished = False
 
+    @torch.no_grad()          # the carried state must not drag an autograd graph from push to push
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode the next frames (B, Q, n >= 0) -> (B, 1, m): the audio that became final."""
         if self.finished:
