@@ -33,7 +33,8 @@ import torch
 
 from .code2wav import CHUNK_SIZE, LEFT_CONTEXT_SIZE
 from .layers import KVCache
-from .sampling import SamplingOptions, StopState, choose_next, process_logits
+from .sampling import (SamplingOptions, StopState, choose_next, padding_lengths,
+                       process_logits)
 from .talker import (TalkerGeneration, TalkerPrompt, build_prompt, suppressed_ids,
                      talker_generate, talker_position_ids)
 
@@ -98,6 +99,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
         raise ValueError(f"attention_mask {tuple(mask.shape)} must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
     stop = StopState(B, eos_token_id, pad_token_id)
+    unpenalised = padding_lengths(mask)          # (B,): the penalty skips the left pads, as HF
     positions, _ = thinker.prompt_positions(input_ids, mask, **media)   # (3, B, T) TM-RoPE ids
     cache = KVCache()
     sequences, hidden = input_ids, [] if output_hidden_states else None
@@ -113,7 +115,7 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
         if hidden is not None:
             hidden.append(out.hidden_states)
         media = {}                                          # media enter with the prompt only
-        scores = process_logits(out.logits[:, -1].float(), sequences, opts)          # (B, V)
+        scores = process_logits(out.logits[:, -1].float(), sequences, opts, unpenalised)
         next_tokens = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
         sequences = torch.cat([sequences, next_tokens[:, None]], dim=1)
         if stop.update(next_tokens):

@@ -29,7 +29,7 @@ from .config import OmniConfig, TalkerConfig, TalkerTextConfig
 from .layers import ACTIVATIONS, KVCache, RMSNorm, decoder_layers
 from .moe import RoutingStats, sparse_moe
 from .rope import as_3d_position_ids, multimodal_position_ids, text_position_ids
-from .sampling import SamplingOptions, StopState, choose_next, process_logits
+from .sampling import SamplingOptions, StopState, choose_next, padding_lengths, process_logits
 from .thinker import MoEDecoder
 
 # The position id HF's Talker gives padding in text-only prompts (HF's Thinker gives 1). Padding is
@@ -340,8 +340,8 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
 
     Each step: the last position's logits, suppressed ids set to -inf, then sampling.py's
     processors (repetition penalty over the codes chosen so far only: HF's Talker gets no
-    input_ids) choose code 0. Unless that was the last step or every row has stopped, the MTP fills
-    the frame and the next input is built (Talker.next_input) from it and the next trailing text
+    input_ids; a row with p left pads leaves its first p codes out, as HF) choose code 0. Unless
+    that was the last step or every row has stopped, the MTP fills the frame and the next input is built (Talker.next_input) from it and the next trailing text
     vector (tts_pad once they are used up). The code predictor samples exactly when the Talker
     does (code_predictor.residual_sampling)."""
     B = prompt.inputs_embeds.shape[0]
@@ -354,6 +354,9 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
     cache, mask, positions = KVCache(), prompt.attention_mask, position_ids
     x = prompt.inputs_embeds
     sequences = torch.zeros(B, 0, dtype=torch.long)
+    # HF's penalty skips as many leading ids as the prompt has pads; the Talker's ids are its codes
+    # alone, so a padded row's first codes go unpenalised (sampling.py, "Left padding").
+    unpenalised = padding_lengths(prompt.attention_mask)                         # (B,)
     frames, logits_kept, residual_kept = [], [], []
     n_text = prompt.trailing_text.shape[1]
     for step in range(max_new_tokens):
@@ -364,7 +367,8 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
             logits_kept.append(scores)
         # HF suppresses just after the repetition penalty; doing it just before is the same, since
         # the penalty maps -inf to -inf and the other scores do not depend on the suppressed ones.
-        scores = process_logits(scores.masked_fill(blocked, float("-inf")), sequences, opts)
+        scores = process_logits(scores.masked_fill(blocked, float("-inf")), sequences, opts,
+                                unpenalised)
         code0 = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
         sequences = torch.cat([sequences, code0[:, None]], dim=1)
         if stop.update(code0) or step == max_new_tokens - 1:
