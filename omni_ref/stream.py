@@ -56,42 +56,10 @@ from typing import Iterator
 
 import torch
 
+from .streaming import Code2WavStream
 from .generate import (HF_THINKER_EOS, _check_count, _speech_options, _talker_positions,
                        no_frames_error, thinker_steps)
 from .talker import build_prompt, talker_steps
-
-
-class RedecodingStream:
-    """Stand-in for streaming.Code2WavStream, with its interface: push(codes (B, Q, n)) -> (B, 1,
-    m) final samples, flush() -> (B, 1, r); joined, they equal model.code2wav(all codes).
-
-    Each push decodes every frame so far and returns the samples not returned yet. Exact because
-    Code2Wav is causal end to end (causal convolutions, causal attention, transposed convolutions
-    whose right trim removes exactly the samples a next frame would change): a decode of n frames
-    is the first 1920 n - 555 samples of any longer decode. The cost grows with the answer (each
-    push re-decodes everything); the incremental decoder keeps state instead."""
-
-    def __init__(self, code2wav):
-        self.code2wav = code2wav
-        self.codes = None            # (B, Q, frames so far)
-        self.sent = 0                # samples returned so far
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
-        wav = self.code2wav(self.codes)                       # (B, 1, 1920 frames - 555)
-        new = wav[..., self.sent:].clone()          # (B, 1, m): don't pin the whole decode
-        self.sent = wav.shape[-1]
-        return new
-
-    def flush(self) -> torch.Tensor:                # nothing is held back: every sample is final
-        batch = 0 if self.codes is None else self.codes.shape[0]
-        return self.code2wav.code_embedding.weight.new_zeros(batch, 1, 0)
-
-
-try:      # the incremental decoder (streaming.py); until it is there, the stand-in above
-    from .streaming import Code2WavStream
-except ImportError:
-    Code2WavStream = RedecodingStream
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import omni_ref
 from omni_ref import hf, presets, stream as stream_module
 from omni_ref.generate import generate_speech
-from omni_ref.stream import RedecodingStream, StreamEvent
+from omni_ref.stream import StreamEvent
 
 DATA = presets.REPO_DIR / "data"
 SPEECH, IMAGE, VIDEO = str(DATA / "speech.wav"), str(DATA / "image.png"), str(DATA / "video")
@@ -176,11 +176,10 @@ def test_thinker_stopping_at_eos_equal_hf(models_and_processor, streamed_prompts
 
 # ---- the schedule ---------------------------------------------------------------------------------------
 
-def test_schedule_speech_starts_while_the_thinker_writes(models_and_processor, monkeypatch):
-    """The scheduling rule seen through a decoder that returns every final sample at once: tokens 0 and 1 (the
+def test_schedule_speech_starts_while_the_thinker_writes(models_and_processor):
+    """The scheduling rule (Code2WavStream returns every final sample at once): tokens 0 and 1 (the
     Talker's prompt ends with token 0, its first step adds token 1), then per frame its audio and the token the
     next Talker step adds, until the Thinker's last token; the rest of the frames after it."""
-    monkeypatch.setattr(stream_module, "Code2WavStream", RedecodingStream)
     ours, _, processor = models_and_processor
     inputs = _inputs(processor)
     kw = dict(GREEDY, thinker_max_new_tokens=8, talker_max_new_tokens=12)
@@ -194,17 +193,6 @@ def test_schedule_speech_starts_while_the_thinker_writes(models_and_processor, m
     # with 4 frames a packet the first audio still comes while the Thinker writes
     kinds4 = _joined(list(ours.stream(**inputs, audio_chunk_frames=4, **kw)))[2]
     assert kinds4.index("audio") < len(kinds4) - 1 - kinds4[::-1].index("text")
-
-
-def test_redecoding_stream_equals_the_full_decode(tiny_models):
-    """The stand-in decoder: pushes of any size, joined, are the full decode (Code2Wav is causal)."""
-    ours, _ = tiny_models
-    codes = torch.randint(0, ours.config.code2wav_config.codebook_size, (1, ours.config.code2wav_config.num_quantizers,
-                                                                        7), generator=torch.Generator().manual_seed(0))
-    s = RedecodingStream(ours.code2wav)
-    pieces = [s.push(codes[..., a:b]) for a, b in ((0, 1), (1, 4), (4, 7))] + [s.flush()]
-    assert [p.shape[-1] for p in pieces] == [1920 - 555, 3 * 1920, 3 * 1920, 0]
-    torch.testing.assert_close(torch.cat(pieces, dim=-1), ours.code2wav(codes), atol=1e-5, rtol=0)
 
 
 # ---- bad input --------------------------------------------------------------------------------------------
