@@ -218,6 +218,19 @@ def _check_count(name: str, value, least: int, why: str) -> None:
         raise ValueError(f"{name}={value!r} must be a whole number >= {least}{why}")
 
 
+def no_speech_error(model, what: str, text_only: str) -> ValueError:
+    """The error for a request that speaks on a model without the Talker and Code2Wav: a
+    Thinker-only checkpoint (enable_audio_output=false, e.g. the Thinking and Captioner ones) has
+    no speech to load, any other was loaded without it."""
+    if not model.config.enable_audio_output:
+        return ValueError(f"{what} needs the Talker and Code2Wav, and this checkpoint has none: its "
+                          f"config says enable_audio_output=false (a Thinker-only checkpoint, like "
+                          f"Qwen3-Omni's Thinking and Captioner ones), so it writes text only: use "
+                          f"{text_only}")
+    return ValueError(f"{what} needs the Talker and Code2Wav: load the model with "
+                      f"components=('thinker', 'talker', 'code2wav'), or use {text_only}")
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan",
              use_audio_in_video: bool = False, return_audio: bool | None = None,
@@ -240,9 +253,7 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
     has_talker = (model.talker is not None and model.code2wav is not None
                   and model.config.enable_audio_output)
     if return_audio and not has_talker:
-        raise ValueError("return_audio=True needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav') (or pass "
-                         "return_audio=False for text only)")
+        raise no_speech_error(model, "return_audio=True", "return_audio=False")
     if return_audio is None:
         return_audio = has_talker
     if model.thinker is None:
@@ -302,8 +313,7 @@ def _speech_options(model, input_ids, speaker, thinker_max_new_tokens, thinker_e
     (speaker id, the Thinker loop's keywords, the Talker loop's keywords, Talker SamplingOptions).
     """
     if model.talker is None or model.code2wav is None:
-        raise ValueError("speech needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav')")
+        raise no_speech_error(model, "speech", "generate(..., return_audio=False)")
     talker_cfg = model.config.talker_config
     talker_cfg.check_codec_ids()
     speaker_id = speaker_id_of(talker_cfg, speaker)

@@ -56,9 +56,9 @@ from typing import Iterator
 
 import torch
 
-from .streaming import Code2WavStream
 from .generate import (HF_THINKER_EOS, _check_count, _speech_options, _talker_positions,
-                       no_frames_error, thinker_steps)
+                       no_frames_error, no_speech_error, thinker_steps)
+from .streaming import Code2WavStream
 from .talker import build_prompt, talker_steps
 
 
@@ -87,9 +87,7 @@ def stream(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan",
                          "components")
     if (model.talker is None or model.code2wav is None
             or not model.config.enable_audio_output):
-        raise ValueError("stream speaks, so it needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav'); for text only use "
-                         "model.generate(..., return_audio=False)")
+        raise no_speech_error(model, "stream (it speaks)", "model.generate(..., return_audio=False)")
     _check_count("audio_chunk_frames", audio_chunk_frames, 1,
                  ": Code2Wav decodes at least one frame at a time")
     speaker_id, thinker_kwargs, talker_kwargs, opts = _speech_options(

@@ -205,8 +205,11 @@ def test_a_component_saved_out_of_a_full_checkpoint_is_named(tiny_dir, tmp_path)
 
 def test_speech_on_a_thinker_only_model_is_refused_clearly(thinker_only):
     _, _, ours, _ = thinker_only
-    with pytest.raises(ValueError, match="return_audio=True needs the Talker and Code2Wav"):
+    with pytest.raises(ValueError, match=r"return_audio=True needs the Talker and Code2Wav, and this "
+                                         r"checkpoint has none.*enable_audio_output=false.*return_audio=False"):
         ours.generate(input_ids=torch.tensor([[10, 11]]), return_audio=True)
+    with pytest.raises(ValueError, match=r"stream \(it speaks\).*enable_audio_output=false"):
+        next(iter(ours.stream(input_ids=torch.tensor([[10, 11]]))))
 
 
 # ---- what is built is still checked ------------------------------------------------------------------------
