@@ -13,6 +13,7 @@ from torch import nn
 from .code2wav import Code2Wav
 from .config import OmniConfig
 from .generate import generate as _generate
+from .stream import stream as _stream
 from .talker import Talker
 from .thinker import Thinker
 
@@ -38,7 +39,7 @@ class Qwen3Omni(nn.Module):
         code2wav   Code2Wav    codec codes -> 24 kHz waveform                      (code2wav.py)
 
     Build it from a checkpoint with `omni_ref.load(dir, components=...)`; `generate` is HF's
-    generate (generate.py)."""
+    generate (generate.py), `stream` the same request with speech as it is made (stream.py)."""
 
     def __init__(self, config: OmniConfig, components=COMPONENTS):
         super().__init__()
@@ -51,6 +52,11 @@ class Qwen3Omni(nn.Module):
     def generate(self, input_ids=None, **kwargs):
         """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning."""
         return _generate(self, input_ids, **kwargs)
+
+    def stream(self, **kwargs):
+        """Speech while the Thinker is still writing: generate's options (and audio_chunk_frames),
+        yielding "text" and "audio" StreamEvents as they are produced (stream.py)."""
+        return _stream(self, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         """(submodule, parameter count) rows, one per top-level part of each loaded component."""

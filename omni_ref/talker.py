@@ -155,6 +155,20 @@ class TalkerPrompt:
     tts_pad_embed: torch.Tensor   # (1, 1, H): fed once the trailing text is used up
     user_length: int              # U
     sources: list = field(default_factory=list)   # row 0: what each position is made of (plots)
+    tts_eos_embed: torch.Tensor | None = None    # (1, 1, H): marks the end of the answer's text
+    # False while the Thinker is still writing (stream.py appends trailing_text as it goes)
+    text_complete: bool = True
+
+    def text_at(self, step: int) -> torch.Tensor:
+        """The text vector (B, 1, H) added to the Talker's input after step `step`: trailing text
+        entry `step`, tts_pad once they are used up."""
+        B, n = self.trailing_text.shape[:2]
+        if step < n:
+            return self.trailing_text[:, step:step + 1]
+        if not self.text_complete:
+            raise RuntimeError(f"trailing text entry {step} is not known yet ({n} so far): run "
+                               "the Thinker until it has written the token this entry holds")
+        return self.tts_pad_embed.expand(B, -1, -1)
 
     def segments(self) -> list[tuple[str, int, int]]:
         """Row 0's prompt as runs of equal source: (source, start, end) with end exclusive."""
@@ -265,7 +279,8 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
         inputs_embeds=torch.cat([user_embeds, text_side + codec_side], dim=1),
         attention_mask=torch.cat([user_mask, mask.new_ones(B, 9)], dim=1),
         input_ids=torch.cat([user_ids, tts_pad_ids], dim=1),
-        trailing_text=trailing, tts_pad_embed=tts_pad, user_length=U, sources=sources)
+        trailing_text=trailing, tts_pad_embed=tts_pad, user_length=U, sources=sources,
+        tts_eos_embed=tts_eos)
 
 
 def _project_user(talker: Talker, embeds, hidden, media) -> torch.Tensor:
@@ -330,20 +345,59 @@ class TalkerGeneration:
     residual_logits: list | None = None   # per frame, the MTP's per-head logits, when asked for
 
 
+@dataclass
+class TalkerStep:
+    """One step of the Talker's loop, as `talker_steps` yields it."""
+    step: int
+    code0: torch.Tensor            # (B,) the codebook-0 id chosen
+    sequences: torch.Tensor        # (B, step + 1) every codebook-0 id so far
+    codes: torch.Tensor | None     # (B, N) the frame the MTP completed; None on the last step
+    logits: torch.Tensor | None    # (B, vocab) raw codebook-0 logits, when asked for
+    residual_logits: list | None   # the MTP's per-head logits of this frame, when asked for
+    done: bool                     # the last step: every row ended, or max_new_tokens reached
+
+
 @torch.no_grad()
 def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Tensor,
                     max_new_tokens: int, opts: SamplingOptions, eos_token_id=None,
                     suppress_tokens=None, pad_token_id=None,
                     generator: torch.Generator | None = None,
                     output_logits: bool = False) -> TalkerGeneration:
-    """The Talker's decoding loop (HF: GenerationMixin._sample with the Talker's own preparation).
+    """The Talker's decoding loop run to the end (HF: GenerationMixin._sample with the Talker's own
+    preparation): codebook-0 ids (B, n) and the codes (B, N, frames) of every completed frame. The
+    loop itself is `talker_steps` (stream.py runs it a step at a time)."""
+    B = prompt.inputs_embeds.shape[0]
+    sequences = torch.zeros(B, 0, dtype=torch.long)
+    frames, logits_kept, residual_kept = [], [], []
+    for s in talker_steps(talker, prompt, position_ids, max_new_tokens, opts, eos_token_id,
+                          suppress_tokens, pad_token_id, generator, output_logits):
+        sequences = s.sequences
+        logits_kept.append(s.logits)
+        if s.codes is not None:
+            frames.append(s.codes)                                               # (B, N)
+            residual_kept.append(s.residual_logits)
+    n_groups = talker.config.num_code_groups
+    if frames:
+        codes = torch.stack(frames, dim=-1)                                      # (B, N, frames)
+    else:
+        codes = torch.zeros(B, n_groups, 0, dtype=torch.long)
+    return TalkerGeneration(sequences, codes, logits_kept if output_logits else None,
+                            residual_kept if output_logits else None)
+
+
+@torch.no_grad()
+def talker_steps(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Tensor,
+                 max_new_tokens: int, opts: SamplingOptions, eos_token_id=None,
+                 suppress_tokens=None, pad_token_id=None,
+                 generator: torch.Generator | None = None, output_logits: bool = False):
+    """The Talker's decoding loop, one step at a time: a generator of TalkerStep.
 
     Each step: the last position's logits, suppressed ids set to -inf, then sampling.py's
     processors (repetition penalty over the codes chosen so far only: HF's Talker gets no
     input_ids) choose code 0. Unless that was the last step or every row has stopped, the MTP fills
     the frame and the next input is built (Talker.next_input) from it and the next trailing text
-    vector (tts_pad once they are used up). The code predictor samples exactly when the Talker
-    does (code_predictor.residual_sampling)."""
+    vector (prompt.text_at: tts_pad once they are used up). The code predictor samples exactly
+    when the Talker does (code_predictor.residual_sampling)."""
     B = prompt.inputs_embeds.shape[0]
     vocab = talker.config.text_config.vocab_size
     blocked = torch.zeros(vocab, dtype=torch.bool)
@@ -354,35 +408,22 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
     cache, mask, positions = KVCache(), prompt.attention_mask, position_ids
     x = prompt.inputs_embeds
     sequences = torch.zeros(B, 0, dtype=torch.long)
-    frames, logits_kept, residual_kept = [], [], []
-    n_text = prompt.trailing_text.shape[1]
     for step in range(max_new_tokens):
         out = talker(inputs_embeds=x, attention_mask=mask, position_ids=positions,
                      past_key_values=cache, use_cache=True)
         scores = out.logits[:, -1].float()                                       # (B, vocab)
-        if output_logits:
-            logits_kept.append(scores)
+        raw = scores if output_logits else None
         # HF suppresses just after the repetition penalty; doing it just before is the same, since
         # the penalty maps -inf to -inf and the other scores do not depend on the suppressed ones.
         scores = process_logits(scores.masked_fill(blocked, float("-inf")), sequences, opts)
         code0 = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
         sequences = torch.cat([sequences, code0[:, None]], dim=1)
         if stop.update(code0) or step == max_new_tokens - 1:
+            yield TalkerStep(step, code0, sequences, None, raw, None, done=True)
             break
-        if step < n_text:
-            text = prompt.trailing_text[:, step:step + 1]                        # (B, 1, H)
-        else:
-            text = prompt.tts_pad_embed.expand(B, -1, -1)                        # (B, 1, H)
+        text = prompt.text_at(step)                                              # (B, 1, H)
         frame, x, res = talker.next_input(out.last_hidden_state[:, -1:], code0[:, None], text,
                                           residual_opts, generator, output_logits)
-        frames.append(frame)                                                     # (B, N)
-        residual_kept.append(res.logits)
+        yield TalkerStep(step, code0, sequences, frame, raw, res.logits, done=False)
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)                     # (B, past + 1)
         positions = positions[..., -1:] + 1                                      # (3, B, 1)
-    n_groups = talker.config.num_code_groups
-    if frames:
-        codes = torch.stack(frames, dim=-1)                                      # (B, N, frames)
-    else:
-        codes = torch.zeros(B, n_groups, 0, dtype=torch.long)
-    return TalkerGeneration(sequences, codes, logits_kept if output_logits else None,
-                            residual_kept if output_logits else None)
