@@ -90,3 +90,12 @@ def test_starve_check_on_hand_made_timelines():
     assert room[4] < 0 < room[5]
     with pytest.raises(ValueError, match="no audio event"):
         Timeline({}, []).first_packet_s
+
+
+def test_the_exercise_checks_starving_as_the_timeline_does():
+    from omni_ref.exercises import nb09
+    starves = nb09._starves_right()
+    cases = nb09._starve_cases()
+    assert sum(starves(c) for c in cases) >= 3 and sum(not starves(c) for c in cases) >= 3
+    for packets in cases:
+        assert starves(packets) == Timeline({}, packets).starves(), packets
