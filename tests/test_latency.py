@@ -202,7 +202,7 @@ def test_more_requests_are_never_faster(columns):
 
 
 def test_concurrency_by_hand(real, columns):
-    # 4 Thinker tokens in one step: the dense 1.23 B, and 1 - (120/128)^4 = 22.7 % of 29 B experts.
+    # 4 Thinker tokens in one step: the dense 1.23 B, and 1 - (120/128)^4 = 22.8 % of 29 B experts.
     w = latency.decoder_weights(real)["Thinker"]
     read = w.dense + w.experts * (1 - (1 - 8 / 128) ** 4)
     assert 1 / columns[("audio", 4)]["thinker_tok_s"] == pytest.approx(2 * read / 3.35e12)

@@ -58,6 +58,18 @@ def test_first_packet_is_the_first_audio_event_after_the_first_decode(timed):
     assert tl.audio[0][1] == SPF * CHUNK - LOST
 
 
+def test_first_packet_breakdown_adds_up_at_the_calls(timed):
+    tl = timed[3]
+    rows = timeline.first_packet_breakdown(tl)
+    assert list(rows) == list(timeline.FIRST_PACKET_ROWS) and all(v >= 0 for v in rows.values())
+    assert sum(rows.values()) == pytest.approx(tl.first_packet_s, abs=1e-12)
+    assert rows["thinker_ttft_s"] == tl.intervals["Thinker"][0][1]
+    c2w = tl.intervals["Code2Wav"][0]
+    assert rows["codec_s"] >= c2w[1] - c2w[0] - 1e-3                  # the decode, and the event
+    with pytest.raises(ValueError, match="needs a call of every stage"):
+        timeline.first_packet_breakdown(Timeline({s: [] for s in STAGES}, [(0.1, 100)]))
+
+
 def test_joined_stream_is_generate(timed):
     model, inputs, opts, tl = timed
     assert tl.wav().numel() == sum(n for _, n in tl.audio)

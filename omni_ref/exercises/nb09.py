@@ -30,8 +30,8 @@ def _first_packet_right():
           right=_first_packet_right, wrong=lambda: FIRST_PACKET + (K - 1) * FRAME,
           praise="234 + 3 x (7.1 + 14 + 3) = 306.4 ms: three more Talker steps with their MTP, and "
                  "three more frames through the codec. The packet then holds 4 x 80 - 23 = 297 ms of "
-                 "speech, 4x the audio for 31% more wait; a bigger packet leaves more time for the "
-                 "next one to arrive before playback runs dry.")
+                 "speech, 5.2x the one-frame packet's 57 ms, for 31% more wait: more time for the "
+                 "next packet to arrive before playback runs dry.")
 def _first_packet(answer):
     value = number(answer)
     want = _first_packet_right()
@@ -136,7 +136,7 @@ def _one_request():
           "tokens is routed to (routing uniform, independent), in bf16 at 3.35 TB/s. At best, how "
           "many tokens/s does each request get?",
           right=_batched_right, wrong=lambda: _one_request() / 4,
-          praise="1 - (120/128)^4 = 22.7% of the experts are read: 7.82 B parameters, 4.67 ms a "
+          praise="1 - (120/128)^4 = 22.8% of the experts are read: 7.83 B parameters, 4.67 ms a "
                  "step, 214 tokens/s for each of the 4 (the roofline's 551 alone). The 4 tokens "
                  "share the dense weights and many experts, so the step costs 2.6x one request's, "
                  "not 4x; the report measures 75 -> 63 tokens/s (latency.analytic_table_2).")

@@ -129,8 +129,9 @@ class _Clock:
 
 
 @contextmanager
-def clocked_stages(model, origin: float):
-    """While the block runs, time the four stages of `model`: yields {stage: _Clock}."""
+def clocked_stages(model, origin: float = 0.0):
+    """While the block runs, time the four stages of `model`: yields {stage: _Clock}, whose spans
+    are seconds since `origin` (a time.perf_counter reading; settable on each clock)."""
     clocks = {s: _Clock(origin) for s in STAGES}
     undo = []
     for stage, module in (("Thinker", model.thinker), ("Talker", model.talker),
@@ -151,11 +152,13 @@ def stream_timeline(model, **stream_kwargs) -> Timeline:
     """Run `model.stream(**stream_kwargs)` to its end with the four stages clocked: the Timeline.
 
     Event times are the stream's own (`time_s`, from its first line); the intervals are measured
-    from just before the call, a few microseconds earlier, so they share one clock to within that.
+    from just before the call, microseconds earlier, so they share one clock to within that.
     """
     events, audio, text = [], [], []
-    origin = time.perf_counter()
-    with clocked_stages(model, origin) as clocks:
+    with clocked_stages(model) as clocks:
+        origin = time.perf_counter()
+        for clock in clocks.values():
+            clock.origin = origin
         for ev in model.stream(**stream_kwargs):
             events.append(ev)
             if ev.kind == "audio":
@@ -164,3 +167,27 @@ def stream_timeline(model, **stream_kwargs) -> Timeline:
                 text.append((ev.time_s, int(ev.ids.numel())))
         end = time.perf_counter() - origin
     return Timeline({s: clocks[s].spans for s in STAGES}, audio, text, end, SAMPLE_RATE, events)
+
+
+FIRST_PACKET_ROWS = ("thinker_ttft_s", "talker_ttft_s", "mtp_s", "more_frames_s", "codec_s")
+
+
+def first_packet_breakdown(tl: Timeline) -> dict[str, float]:
+    """The measured first packet cut into Table 2's rows, at the boundaries of the stream's calls;
+    the rows add up to tl.first_packet_s exactly (preprocessing happens before the call: time the
+    processor for it).
+
+        thinker_ttft_s  call -> the end of the Thinker's prefill (its first token; encoders inside)
+        talker_ttft_s   -> the end of the Talker's first pass (the Thinker's second pass, which
+                        feeds token 0, and the Talker's prompt come first)
+        mtp_s           -> the end of the first MTP call: frame 0's residual codes
+        more_frames_s   -> the first Code2Wav call: the other frames of the first packet (a Talker
+                        step, its MTP and a Thinker step each); 0 with audio_chunk_frames=1
+        codec_s         -> the first audio event: decoding the packet and handing it out"""
+    iv = tl.intervals
+    if not (iv["Thinker"] and iv["Talker"] and iv["MTP"] and iv["Code2Wav"]):
+        raise ValueError("the first packet needs a call of every stage; this timeline has "
+                         f"{ {s: len(v) for s, v in iv.items()} }")
+    bounds = [0.0, iv["Thinker"][0][1], iv["Talker"][0][1], iv["MTP"][0][1],
+              iv["Code2Wav"][0][0], tl.first_packet_s]
+    return {row: b - a for row, a, b in zip(FIRST_PACKET_ROWS, bounds, bounds[1:])}
