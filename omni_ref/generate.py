@@ -20,6 +20,10 @@ Speech (return_audio=True, report sections 2.4-2.5) chains three stages after th
     Code2Wav  codes (B, N, frames) -> 24 kHz waveform, decoded in chunks of 300 frames with 25
               frames of context (code2wav.CHUNK_SIZE, LEFT_CONTEXT_SIZE)
 
+`model.stream` (stream.py) runs the same stages interleaved, so that speech starts while the
+Thinker is still writing. The loops are generators (thinker_steps here, talker.talker_steps) that
+generate runs to the end and stream runs a pass at a time.
+
 HF mirrors: GenerationMixin._sample (the loop), Qwen3OmniMoeThinkerForConditionalGeneration
 ._prepare_position_ids_for_generation (positions) and Qwen3OmniMoeForConditionalGeneration.generate
 (option routing, the Talker hand-off, batched speech).

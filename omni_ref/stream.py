@@ -76,12 +76,13 @@ class RedecodingStream:
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         self.codes = codes if self.codes is None else torch.cat([self.codes, codes], dim=-1)
         wav = self.code2wav(self.codes)                       # (B, 1, 1920 frames - 555)
-        new = wav[..., self.sent:]
+        new = wav[..., self.sent:].clone()          # (B, 1, m): don't pin the whole decode
         self.sent = wav.shape[-1]
         return new
 
-    def flush(self) -> torch.Tensor:
-        return self.code2wav.code_embedding.weight.new_zeros(self.codes.shape[0], 1, 0)
+    def flush(self) -> torch.Tensor:                # nothing is held back: every sample is final
+        batch = 0 if self.codes is None else self.codes.shape[0]
+        return self.code2wav.code_embedding.weight.new_zeros(batch, 1, 0)
 
 
 try:      # the incremental decoder (streaming.py); until it is there, the stand-in above

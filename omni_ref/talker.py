@@ -84,7 +84,8 @@ class Talker(nn.Module):
         code_predictor     CodePredictor   the MTP module: codebooks 1..N-1 of each frame
 
     `build_prompt` (below) makes its prompt, `forward` runs one pass, `next_input` completes a
-    frame and builds the next step's input, `talker_generate` loops them."""
+    frame and builds the next step's input, `talker_steps` loops them (`talker_generate` runs the
+    loop to the end, stream.py a step at a time)."""
 
     def __init__(self, cfg: TalkerConfig):
         super().__init__()
