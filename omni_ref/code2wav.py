@@ -129,12 +129,12 @@ class CausalTransConv(nn.Module):
         y = self.conv(x)
         return y[..., self.trim: y.shape[-1] - self.trim]
 
-    def step(self, x, state: StreamState):   # (B, C_in, n) -> (B, C_out, n * stride), - trim 1st
+    def step(self, x, state: StreamState):             # (B, C_in, n) -> (B, C_out, n * stride)
         """Output block j (`stride` samples) mixes inputs j - span .. j, span = kernel / stride - 1
         (1 in the decoder): keep the last input, emit the n blocks the new inputs complete. The
         block that would also need the next input waits for it; at the end of the sequence it is
         what forward's right trim drops, so nothing is owed at the end. Forward's left trim drops
-        the stream's first `trim` samples, once."""
+        the stream's first `trim` samples, once (the first step returns n * stride - trim)."""
         n, stride = x.shape[-1], self.conv.stride[0]
         first = self not in state.tails
         x = state.carry(self, x, self.conv.kernel_size[0] // stride - 1,
@@ -216,7 +216,7 @@ class DecoderBlock(nn.Module):
             x = layer(x)
         return x
 
-    def step(self, x, state: StreamState):    # (B, d_in, n) -> (B, d_out, n * rate), - rate 1st
+    def step(self, x, state: StreamState):    # (B, d_in, n) -> (B, d_out, n * rate), first: - rate
         for layer in self.block:
             x = stream_step(layer, x, state)
         return x

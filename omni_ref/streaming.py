@@ -154,9 +154,11 @@ class Code2WavStream:
     (555 fewer). Its first chunk differs from the full decode by 5.6e-09; its second chunk, next
     to the full decode's samples at the aligned place (aligned_full_span), by up to 2.1e-06
     (boundary error: 25 frames of context, a receptive field of 151), and at the same sample
-    index by up to 1.2e-03 (the 555-sample shift; the signal's peak is 1.4e-02). Time on one CPU
-    thread: 153 ms per push of 4 frames (38 ms a frame, whatever the history), 18.0 s for the
-    full decode of the 330 frames at once (55 ms a frame).
+    index by up to 1.2e-03 (the 555-sample shift; the signal's peak is 1.4e-02). Time, one CPU
+    thread of a busy shared machine (noisy): a push of 4 frames takes 140-160 ms whatever the
+    history, about what decoding 4 frames from scratch takes, and what the full decode spends per
+    4 frames (112-160 ms; 18.0 s for all 330 frames). StreamingCode2Wav(4, 25) decodes 29 frames
+    per 4-frame chunk (472 ms against this stream's 117 ms in notebook 06).
     """
 
     def __init__(self, code2wav: Code2Wav):
@@ -170,6 +172,7 @@ class Code2WavStream:
         self.samples_out = 0          # samples returned so far
         self.finished = False
 
+    @torch.no_grad()          # the carried state must not drag an autograd graph from push to push
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode the next frames (B, Q, n >= 0) -> (B, 1, m): the audio that became final."""
         if self.finished:
