@@ -34,7 +34,8 @@ def test_every_stage_was_timed_once_per_call(timed):
     assert sum(n for _, n in tl.audio) == SPF * FRAMES - LOST
     # Unhooked afterwards: no hook left, no wrapper left on the instances.
     assert not model.thinker._forward_hooks and not model.talker._forward_pre_hooks
-    assert "generate" not in vars(model.talker.code_predictor) and "step" not in vars(model.code2wav)
+    assert "generate" not in vars(model.talker.code_predictor)
+    assert "step" not in vars(model.code2wav)
 
 
 def test_intervals_are_ordered_inside_the_call_and_never_overlap(timed):

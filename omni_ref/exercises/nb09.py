@@ -29,9 +29,9 @@ def _first_packet_right():
           "frame and the codec 3 ms a frame. What is the first packet now, in ms?",
           right=_first_packet_right, wrong=lambda: FIRST_PACKET + (K - 1) * FRAME,
           praise="234 + 3 x (7.1 + 14 + 3) = 306.4 ms: three more Talker steps with their MTP, and "
-                 "three more frames through the codec. The packet then holds 4 x 80 - 23 = 297 ms of "
-                 "speech, 5.2x the one-frame packet's 57 ms, for 31% more wait: more time for the "
-                 "next packet to arrive before playback runs dry.")
+                 "three more frames through the codec. The packet then holds 4 x 80 - 23 = 297 "
+                 "ms of speech, 5.2x the one-frame packet's 57 ms, for 31% more wait: more time "
+                 "for the next packet to arrive before playback runs dry.")
 def _first_packet(answer):
     value = number(answer)
     want = _first_packet_right()
@@ -51,7 +51,7 @@ def _first_packet(answer):
             "costs to make it and to decode it")
 
 
-# ---- 09.2 implement: does playback ever run dry? ---------------------------------------------------
+# ---- 09.2 implement: does playback ever run dry? ---------------------------------------------
 
 def _starves_right():
     def starves(packets, sample_rate=24000):
@@ -96,7 +96,8 @@ def _starve_cases():
           "in real time. Return True if it ever plays past all the audio received so far.",
           right=_starves_right, wrong=_starves_wrong,
           praise="the same check as tools.timeline.Timeline.starves: just BEFORE packet k arrives, "
-                 "the audio received is that of packets 0..k-1, and the cursor stands at t_k - t_0. "
+                 "the audio received is that of packets 0..k-1, and the cursor stands at t_k - t_0."
+                 " "
                  "Checking after adding packet k lets the late packet's own audio cover the gap it "
                  "left, which hides all but the longest gaps.")
 def _starves(fn):
@@ -107,7 +108,8 @@ def _starves(fn):
             return f"return True or False, not {type(got).__name__}"
         if bool(got) != want:
             if want:
-                return ("your check misses a gap: compare the cursor with the audio received BEFORE "
+                return ("your check misses a gap: compare the cursor with the audio received "
+                        "BEFORE "
                         "the packet, at the moment it arrives")
             return ("your check sees a gap where there is none: the cursor starts at the first "
                     "packet's arrival, and the audio received includes every earlier packet")
@@ -130,11 +132,11 @@ def _one_request():
     return BANDWIDTH / (2 * (DENSE + EXPERTS * TOP_K // NUM_EXPERTS))
 
 
-@exercise("09.3", "The real Thinker: 1,230,192,640 parameters used by every token, 28,991,029,248 in "
-          "routed experts, 8 of 128 per token per layer. 4 requests decode together, one token each "
-          "per step; a step reads the dense weights once and every expert at least one of the 4 "
-          "tokens is routed to (routing uniform, independent), in bf16 at 3.35 TB/s. At best, how "
-          "many tokens/s does each request get?",
+@exercise("09.3", "The real Thinker: 1,230,192,640 parameters used by every token, 28,991,029,248 "
+          "in routed experts, 8 of 128 per token per layer. 4 requests decode together, one token "
+          "each per step; a step reads the dense weights once and every expert at least one of "
+          "the 4 tokens is routed to (routing uniform, independent), in bf16 at 3.35 TB/s. At "
+          "best, how many tokens/s does each request get?",
           right=_batched_right, wrong=lambda: _one_request() / 4,
           praise="1 - (120/128)^4 = 22.8% of the experts are read: 7.83 B parameters, 4.67 ms a "
                  "step, 214 tokens/s for each of the 4 (the roofline's 551 alone). The 4 tokens "
