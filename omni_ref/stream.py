@@ -5,7 +5,7 @@ latency): the Thinker, the Talker, the MTP and Code2Wav form a pipeline. The Tal
 start of the answer to begin, it takes one more answer token per 80 ms frame, the MTP completes
 each frame as soon as its codebook-0 code is chosen, and the causal Code2Wav turns a few frames
 into audio without waiting for the rest. The first audio packet thus waits for a few frames, not
-for the whole answer.
+for the whole answer (Table 2 counts one frame: audio_chunk_frames=1).
 
 HF has no such path: Qwen3OmniMoeForConditionalGeneration.generate runs the Thinker to its end,
 then the Talker, then Code2Wav, and returns the audio only at the end (its time to first audio is
@@ -31,6 +31,9 @@ The scheduling rule (every stage waits only for what it reads):
     Code2Wav  every `audio_chunk_frames` new frames are decoded at once (streaming.Code2WavStream)
               and their audio is an "audio" event. When the Talker stops, the last frames are
               decoded, then the Thinker finishes its text.
+
+So the first "audio" event waits for: the prefill, Thinker pass 1, audio_chunk_frames Talker steps
+(each with its MTP) with one Thinker pass between two of them, and one Code2Wav push.
 
 Joined, the events equal generate: the "text" ids are generate's new ids, the "audio" samples its
 waveform (within 1e-5; the projections of the answer tokens are computed one at a time here and
@@ -156,7 +159,9 @@ def _events(model, input_ids, speaker_id, thinker_kwargs, talker_kwargs, opts,
         return s, StreamEvent("text", ids=s.tokens.clone(),
                               time_s=time.perf_counter() - t0)
 
-    # -- the Talker's prompt, from the prefill (pass 0) and the pass that feeds answer token 0
+    # -- the Talker's prompt. build_prompt reads the user turns' states from the prefill (pass 0)
+    # and answer token 0's embedding from the pass that feeds it (pass 1), which also chooses
+    # token 1, the text the Talker's first step adds.
     last, event = think()
     passes = [last.hidden_states]
     yield event
