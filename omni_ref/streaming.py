@@ -158,7 +158,7 @@ class Code2WavStream:
     thread of a busy shared machine (noisy): a push of 4 frames takes 140-160 ms whatever the
     history, about what decoding 4 frames from scratch takes, and what the full decode spends per
     4 frames (112-160 ms; 18.0 s for all 330 frames). StreamingCode2Wav(4, 25) decodes 29 frames
-    per 4-frame chunk (472 ms against this stream's 117 ms in notebook 06).
+    per 4-frame chunk: 4 to 5 times this stream's time per push (notebook 06 measures both).
     """
 
     def __init__(self, code2wav: Code2Wav):
