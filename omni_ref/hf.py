@@ -78,6 +78,11 @@ def cache_kwargs(cache) -> dict:
     return {CACHE_KEYWORD: cache}
 
 
+def new_cache(config):
+    """An empty HF KV cache (DynamicCache) for a decoder config, to pass with `cache_kwargs`."""
+    return transformers.DynamicCache(config=config)
+
+
 def output_cache(out):
     """The KV cache an HF output carries (`out.cache` from 5.24, `out.past_key_values` before)."""
     return getattr(out, CACHE_KEYWORD)

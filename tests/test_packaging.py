@@ -30,7 +30,7 @@ def test_environment_yml_has_the_same_pins():
 
 def test_parity_pins():
     pins = _pyproject_pins()
-    assert (pins["torch"], pins["torchvision"], pins["transformers"]) == ("2.14.1", "0.29.1", "5.23.0")
+    assert (pins["torch"], pins["torchvision"], pins["transformers"]) == ("2.14.1", "0.29.1", "5.24.0")
 
 
 def test_installed_versions_are_the_pins():
@@ -44,7 +44,7 @@ def test_readme_quick_start_is_two_commands_and_shows_the_pins():
     quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
     block = re.search(r"```bash\n(.*?)```", quick, re.S)[1]
     assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make demo", "make test"]
-    for name, version in (("transformers", "5.23.0"), ("torch", "2.14.1"), ("torchvision", "0.29.1")):
+    for name, version in (("transformers", "5.24.0"), ("torch", "2.14.1"), ("torchvision", "0.29.1")):
         assert f"`{name}` | `=={version}`" in readme
 
 
