@@ -50,9 +50,19 @@ def test_readme_quick_start_is_two_commands_and_shows_the_pins():
 
 def test_make_targets_and_ci():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("demo", "test", "lab", "notebooks"):
+    for target in ("demo", "test", "lab", "notebooks", "compat"):
         assert re.search(rf"^{target}:", makefile, re.M), target
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_make_compat_installs_beside_the_pinned_environment():
+    """`make compat V=x.y.z` runs the compat tool; the candidate goes to .compat/, which git ignores."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncompat:", 1)[1].split("\n\n", 1)[0]
+    assert "-m omni_ref.tools.compat $(V)" in recipe
+    assert ".compat/" in (ROOT / ".gitignore").read_text().splitlines()
+    from omni_ref.tools import compat
+    assert compat.target_dir("9.9.9") == ROOT / ".compat" / "transformers-9.9.9"
 
 
 def test_every_notebook_is_checked_by_make_test():

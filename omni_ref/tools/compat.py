@@ -355,7 +355,9 @@ def sweep(ckpt=None) -> dict:
             rows.append({"stage": name, "equal": bool(equal), "max_diff": worst,
                          "warnings": len(_deprecations(seen[start:])), "detail": detail})
     messages = list(dict.fromkeys(_describe(w) for w in _deprecations(seen)))
-    return {"transformers": hf.version(), "rows": rows, "warnings": messages}
+    where = pathlib.Path(hf.transformers.__file__).parent.parent
+    where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    return {"transformers": hf.version(), "location": str(where), "rows": rows, "warnings": messages}
 
 
 # ---- 4: the table ---------------------------------------------------------------------------------------
@@ -363,8 +365,9 @@ def sweep(ckpt=None) -> dict:
 def format_table(result: dict) -> str:
     """The sweep's rows as a fixed-width table, a heading naming the release, and a verdict line."""
     rows = result["rows"]
-    lines = [f"parity of omni_ref against transformers {result['transformers']} (tiny preset, fp32, eager; "
-             f"equal = ids identical, floats within {ATOL:g})", "",
+    where = f" from {result['location']}" if result.get("location") else ""
+    lines = [f"parity of omni_ref against transformers {result['transformers']}{where}",
+             f"(tiny preset, fp32, eager attention; equal = ids identical, floats within {ATOL:g})", "",
              f"{'stage':<22} {'equal':<6} {'max |diff|':<11} {'warnings':<9} detail"]
     for r in rows:
         diff = "-" if r["max_diff"] is None else f"{r['max_diff']:.1e}"
