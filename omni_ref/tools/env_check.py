@@ -1,10 +1,10 @@
 """`python -m omni_ref.tools.env_check`: one OK/FAIL line per dependency, for bug reports.
 
-The pins are read from the checkout's pyproject.toml when omni_ref runs from one (an editable install,
-or PYTHONPATH pointing at a clone), else from the installed package's metadata (which pip wrote from
-that same file). Reading the file first matters after a pin moves: an editable install's metadata keeps
-the old pins until it is reinstalled, and the check must judge the environment by the pins it will be
-held to.
+The pins are read from the checkout's pyproject.toml when omni_ref runs from one (an editable
+install, or PYTHONPATH pointing at a clone), else from the installed package's metadata, which pip
+wrote from that same file. The file comes first because an editable install's metadata keeps the
+old pins after a pin moves, until it is reinstalled, and the environment must be judged by the pins
+it will be held to.
 """
 from __future__ import annotations
 
