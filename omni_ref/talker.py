@@ -328,7 +328,7 @@ def talker_position_ids(prompt: TalkerPrompt, cfg: TalkerConfig, image_grid_thw=
     if grids and is_audio.any():
         raise NotImplementedError(
             "speech for a user turn with audio next to an image or video is not supported: "
-            "transformers 5.23's Talker fails on it as well (its get_rope_index reads "
+            "transformers' Talker (5.23 and 5.24) fails on it as well (its get_rope_index reads "
             "audio_config, which the Talker config lacks), so there is no reference to match. Use "
             "return_audio=False, or send the audio and the visual input in separate requests.")
     positions, _ = multimodal_position_ids(prompt.input_ids, prompt.attention_mask, cfg,

@@ -281,14 +281,14 @@ def test_bad_prompts_and_options_get_clear_errors(models_and_processor):
 
 
 def test_audio_next_to_an_image_is_refused_like_hf(models_and_processor):
-    """HF 5.23 cannot place Talker positions for a user turn with audio and an image (its Talker config has no
+    """HF (5.23 and 5.24) cannot place Talker positions for a user turn with audio and an image (its Talker config has no
     audio_config): we stop with a message that says so instead of inventing positions HF never checked."""
     ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages([{"type": "audio", "audio": SPEECH}, {"type": "image", "image": IMAGE}]))
     with pytest.raises(AttributeError, match="audio_config"):
         theirs.generate(**inputs, return_audio=True, **GREEDY)
     with pytest.raises(NotImplementedError, match=r"audio next to an image or video is not supported: "
-                                                  r"transformers 5.23's Talker fails on it as well"):
+                                                  r"transformers' Talker \(5.23 and 5.24\) fails on it as well"):
         ours.generate(**inputs, return_audio=True, **GREEDY)
     assert ours.generate(**inputs, return_audio=False, **GREEDY).shape[0] == 1     # text still works
 

@@ -11,7 +11,7 @@
     parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within
                  1e-5
 
-(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or
+(Two chats, not one: HF (5.23, 5.24) cannot speak an answer to a turn that mixes audio with an image or
 video, its Talker crashes on it, so there would be nothing to compare with.)
 
 The weights are random (written from a seed), so the text is gibberish and the wav is noise: what
