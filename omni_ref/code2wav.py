@@ -172,8 +172,8 @@ class PreTransformer(nn.Module):
     def forward(self, x):                                            # (B, T, hidden)
         cfg = self.config
         T = x.shape[1]
-        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
-        inv_freq = inv_freq.to(x.device)
+        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta,
+                                 x.device)
         # Positions restart at 0 on every call (also for each chunk of chunked_decode): rotary
         # attention depends only on position differences, so a chunk sees the same scores as it
         # would inside the full sequence.

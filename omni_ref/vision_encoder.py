@@ -64,10 +64,11 @@ def patch_positions(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
     later)."""
     out = []
     for t, h, w in grid_thw.tolist():
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        rows, cols = torch.meshgrid(torch.arange(h, device=grid_thw.device),
+                                    torch.arange(w, device=grid_thw.device), indexing="ij")
         rc = to_block_order(torch.stack([rows, cols], dim=-1), merge)             # (h*w, 2)
         out.append(rc.repeat(t, 1))                                               # (t*h*w, 2)
-    return torch.cat(out).to(grid_thw.device)
+    return torch.cat(out)
 
 
 def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor,
@@ -238,7 +239,7 @@ class VisionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> VisionOutput:
         """pixel_values (patches, C * tp * p * p), grid_thw (num_images, 3) -> VisionOutput."""
         cfg, m = self.config, self.config.spatial_merge_size
-        grid_thw = torch.as_tensor(grid_thw)
+        grid_thw = torch.as_tensor(grid_thw, device=pixel_values.device)
         self._check(pixel_values, grid_thw)
         x = self.patch_embed(pixel_values)                                      # (patches, hidden)
         x = x + interpolated_positions(self.pos_embed.weight, grid_thw, m).to(x.dtype)

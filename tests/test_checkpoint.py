@@ -177,12 +177,19 @@ def test_bad_components_argument(tiny_dir):
 
 
 def test_dtype_is_applied_and_buffers_are_rebuilt(tiny_dir):
+    """bf16 weights, but the fixed audio positions recomputed in fp32, exactly as HF keeps its buffer in a bf16
+    load (HF's forward casts it to the activations' dtype, as ours does)."""
     m = omni_ref.load(tiny_dir, dtype=torch.bfloat16, components=("thinker",))
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
     from omni_ref.audio_encoder import sinusoid_positions
     cfg = m.config.thinker_config.audio_config
-    expect = sinusoid_positions(cfg.max_source_positions, cfg.d_model)
-    assert torch.equal(m.thinker.audio_tower.positional_embedding.float(), expect.to(torch.bfloat16).float())
+    ours = m.thinker.audio_tower.positional_embedding
+    assert ours.dtype == torch.float32 and ours.device.type == "cpu"
+    assert torch.equal(ours, sinusoid_positions(cfg.max_source_positions, cfg.d_model))
+    hf_tower = hf.load_hf(tiny_dir, dtype=torch.bfloat16).thinker.model.audio_tower
+    theirs = hf_tower.positional_embedding.positional_embedding
+    assert theirs.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 
 
 def test_processor_loads_offline_from_a_written_checkpoint(tiny_dir):
