@@ -81,7 +81,8 @@ def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor,
     computes the same thing as a weighted sum of four gathered rows per patch; F.interpolate is the
     textbook statement of it."""
     side = round(table.shape[0] ** 0.5)
-    square = table.T.reshape(1, -1, side, side)                           # (1, hidden, side, side)
+    # In fp32 whatever the weights' dtype: HF's sum (bf16 rows times fp32 weights) is fp32 too.
+    square = table.float().T.reshape(1, -1, side, side)                   # (1, hidden, side, side)
     out = []
     for t, h, w in grid_thw.tolist():
         grid = F.interpolate(square, size=(h, w), mode="bilinear",
@@ -122,8 +123,9 @@ class VisionAttention(nn.Module):
         N, D = x.shape
         qkv = self.qkv(x).view(N, 3, self.heads, -1)                  # (N, 3, heads, head_dim)
         q, k, v = qkv.permute(1, 2, 0, 3)                             # each (heads, N, head_dim)
-        q = apply_rotary(q[None], cos[None], sin[None])[0]
-        k = apply_rotary(k[None], cos[None], sin[None])[0]
+        # The rotation runs in fp32 (cos, sin are fp32) and returns to x's dtype, as in HF.
+        q = apply_rotary(q[None], cos[None], sin[None])[0].to(x.dtype)
+        k = apply_rotary(k[None], cos[None], sin[None])[0].to(x.dtype)
         out = segment_attention(q, k, v, frames)                             # (heads, N, head_dim)
         return self.proj(out.transpose(0, 1).reshape(N, D))
 
