@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 from collections import defaultdict
@@ -40,6 +41,8 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # safetensors' names of the dtypes a weight may be stored in
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+# Values read per opening of a shard (64 MB in fp32): what a load holds of a shard at a time.
+READ_GROUP = 2 ** 24
 
 
 class CheckpointError(ValueError):
@@ -225,14 +228,16 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     "cuda", "cuda:1", a torch.device); they are written there directly, never first assembled on
     the CPU.
 
-    Memory. The module tree is built on the meta device (shapes only: no init, no storage), then
-    each parameter gets its storage once, at `dtype` on `device`, and every checkpoint tensor is
-    copied into its place: a CPU load peaks at one model plus the one tensor being copied (the
-    shards are memory-mapped, and each tensor's pages are released once copied), a GPU load holds
-    one tensor in host memory at a time. Copying into owned storage, rather than keeping tensors
-    that map the files, means a loaded model never changes or faults when its checkpoint files
-    are rewritten; and stacking experts into preallocated tensors avoids holding them twice (60 GB
-    extra for the real Thinker).
+    Memory. The module tree is built on the meta device (shapes only, no storage), then each
+    parameter gets its storage once, at `dtype` on `device`, and every checkpoint tensor is copied
+    into its place. safetensors maps a shard into memory, and the pages read stay resident until
+    the file is closed; so a shard is opened afresh for every READ_GROUP values (`_read_groups`),
+    and a load holds one model plus at most that much of a shard (64 MB in fp32) in host memory,
+    whatever the shard size (a GPU load: only that). Copying into owned storage, rather than
+    keeping tensors that map the files, means a loaded model never changes or faults when its
+    checkpoint files are rewritten; and stacking experts into preallocated tensors avoids holding
+    them twice (60 GB extra for the real Thinker). `python -m omni_ref.tools.load_memory` measures
+    the peak.
     """
     device = _check_device(device)
     ckpt_dir = os.fspath(checkpoint_dir)
@@ -242,13 +247,29 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     params = dict(model.named_parameters())
     with torch.no_grad():
         for fname, keys in plan.by_file.items():
-            with _open_shard(ckpt_dir, fname) as f:
-                for key in keys:
-                    name, e, _ = plan.slots[key]
-                    target = params[name] if e is None else params[name][e]
-                    target.copy_(f.get_tensor(key))         # cast to dtype, moved to device
+            for group in _read_groups(keys, plan.slots):
+                with _open_shard(ckpt_dir, fname) as f:
+                    for key in group:
+                        name, e, _ = plan.slots[key]
+                        target = params[name] if e is None else params[name][e]
+                        target.copy_(f.get_tensor(key))      # cast to dtype, moved to device
     _rebuild_buffers(model)
     return model.eval()
+
+
+def _read_groups(keys: list[str], slots: dict) -> list[list[str]]:
+    """`keys` cut into consecutive runs of at most READ_GROUP values (a tensor larger than that
+    alone): each run is read with the shard opened once, so that at most one run's file pages are
+    mapped and resident at a time."""
+    groups, size = [[]], 0
+    for key in keys:
+        n = math.prod(slots[key][2])
+        if groups[-1] and size + n > READ_GROUP:
+            groups.append([])
+            size = 0
+        groups[-1].append(key)
+        size += n
+    return groups
 
 
 def _check_device(device) -> torch.device:
