@@ -216,8 +216,8 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     return LoadPlan(config, model, slots, dict(by_file))
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
-         strict_config: bool = True, device=None) -> Qwen3Omni:
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, device=None,
+         strict_config: bool = True) -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
 
     components: subset of ("thinker", "talker", "code2wav"); default: every component the

@@ -16,6 +16,7 @@ import torch
 
 import omni_ref
 from omni_ref import presets
+from omni_ref.code_predictor import residual_sampling
 from omni_ref.moe import expert_usage
 from omni_ref.streaming import StreamingCode2Wav
 from omni_ref.tools.load_memory import INTERPRETER_ALLOWANCE, TARGET, measure_load_memory
@@ -34,7 +35,7 @@ def model(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def prompts(tiny_processor):
+def prompts(tiny_processor, model):
     """Processor outputs, made once, on the CPU (never under the meta default device)."""
     def make(parts, question="What is in this?", **kw):
         messages = [{"role": "user", "content": parts + [{"type": "text", "text": question}]}]
@@ -43,26 +44,18 @@ def prompts(tiny_processor):
     batch = tiny_processor.apply_chat_template(
         [[{"role": "user", "content": [{"type": "text", "text": q}]}] for q in ("Hi.", "Say hello to the world.")],
         add_generation_prompt=True, tokenize=True, return_dict=True, padding=True)
+    g = torch.Generator().manual_seed(0)
+    talker_width = model.config.talker_config.text_config.hidden_size
     return {"text": make([]), "audio": make(AUDIO), "image": make(IMAGE),
             "all": make(AUDIO + IMAGE + VIDEO), "audio_in_video": make(VIDEO, use_audio_in_video=True),
-            "batch": batch}
+            "batch": batch, "talker embeds": torch.randn(2, 5, talker_width, generator=g),
+            "talker frame": torch.randn(2, 1, talker_width, generator=g),
+            "codes": torch.randint(0, 100, (2, 4, 7), generator=g)}
 
 
-def _codes(model, frames, batch=1, seed=0):
-    q = model.config.code2wav_config.num_quantizers
-    return torch.randint(0, 100, (batch, q, frames), generator=torch.Generator().manual_seed(seed))
-
-
-def _stream(model, codes):
-    stream = StreamingCode2Wav(model.code2wav, chunk_size=2, left_context_size=1)
+def _stream(code2wav, codes):
+    stream = StreamingCode2Wav(code2wav, chunk_size=2, left_context_size=1)
     return torch.cat([stream.push(codes[..., :3]), stream.push(codes[..., 3:]), stream.flush()], dim=-1)
-
-
-def _talker_frame(model):
-    hidden = model.talker.config.text_config.hidden_size
-    x = torch.randn(2, 1, hidden, generator=torch.Generator().manual_seed(0))
-    from omni_ref.code_predictor import residual_sampling
-    return model.talker.code_predictor.generate(x, x, residual_sampling(False)).codes
 
 
 IM_END = presets.token_ids()["im_end_token_id"]
@@ -84,12 +77,12 @@ PATHS = {   # name -> f(model, prompts) returning a tensor
     "generate speech, audio prompt": lambda m, p: m.generate(**p["audio"], **SPEAK)[1],
     "generate speech, batch with eos": lambda m, p: torch.cat(m.generate(
         **p["batch"], **SPEAK, thinker_eos_token_id=IM_END, talker_eos_token_id=3)[1]),
-    "talker without a mask": lambda m, p: m.talker(inputs_embeds=torch.randn(
-        2, 5, m.config.talker_config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))).logits,
-    "code predictor": lambda m, p: _talker_frame(m),
-    "code2wav": lambda m, p: m.code2wav(_codes(m, 6, batch=2)),
-    "chunked_decode": lambda m, p: m.code2wav.chunked_decode(_codes(m, 7), chunk_size=3, left_context_size=2),
-    "StreamingCode2Wav": lambda m, p: _stream(m, _codes(m, 7)),
+    "talker without a mask": lambda m, p: m.talker(inputs_embeds=p["talker embeds"]).logits,
+    "code predictor": lambda m, p: m.talker.code_predictor.generate(
+        p["talker frame"], p["talker frame"], residual_sampling(False)).codes,
+    "code2wav": lambda m, p: m.code2wav(p["codes"]),
+    "chunked_decode": lambda m, p: m.code2wav.chunked_decode(p["codes"], chunk_size=3, left_context_size=2),
+    "StreamingCode2Wav": lambda m, p: _stream(m.code2wav, p["codes"]),
 }
 
 
@@ -209,8 +202,9 @@ def test_cuda_generate_text_and_speech_equal_cpu(gpu_model, model, prompts, monk
         assert ids.device.type == wav.device.type == "cuda"
         assert torch.equal(ids.cpu(), want_ids)
         torch.testing.assert_close(wav.cpu(), want_wav, atol=1e-4, rtol=0)
-    codes = _codes(model, 7)
-    torch.testing.assert_close(_stream(gpu_model, codes.cuda()).cpu(), _stream(model, codes), atol=1e-4, rtol=0)
+    codes = prompts["codes"]
+    torch.testing.assert_close(_stream(gpu_model.code2wav, codes.cuda()).cpu(), _stream(model.code2wav, codes),
+                               atol=1e-4, rtol=0)
 
 
 @cuda
