@@ -200,3 +200,27 @@ def test_processor_loads_offline_from_a_written_checkpoint(tiny_dir):
     text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                                          add_generation_prompt=True, tokenize=False)
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_shard_is_read_in_groups_of_at_most_read_group_values(tiny_dir, monkeypatch):
+    """load reopens a shard every READ_GROUP values, so that only that much of it is mapped at a time (the
+    peak-memory bound, measured by omni_ref.tools.load_memory); the tensors are the same either way."""
+    from omni_ref import checkpoint
+    reference = omni_ref.load(tiny_dir).state_dict()
+    plan = checkpoint.verify(tiny_dir)
+    monkeypatch.setattr(checkpoint, "READ_GROUP", 20_000)
+    groups = checkpoint._read_groups(plan.by_file["model.safetensors"], plan.slots)
+    values = [sum(torch.Size(plan.slots[k][2]).numel() for k in g) for g in groups]
+    assert all(v <= 20_000 or len(g) == 1 for v, g in zip(values, groups))
+    assert [k for g in groups for k in g] == plan.by_file["model.safetensors"] and len(groups) > 10
+    opened, real_open = [], checkpoint._open_shard
+
+    def counting(ckpt_dir, fname):
+        opened.append(fname)
+        return real_open(ckpt_dir, fname)
+
+    monkeypatch.setattr(checkpoint, "_open_shard", counting)
+    model = omni_ref.load(tiny_dir)
+    # one opening per group, besides verify's look at the keys and headers (3 openings)
+    assert len(groups) <= opened.count("model.safetensors") <= len(groups) + 3
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())

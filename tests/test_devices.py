@@ -152,12 +152,12 @@ def test_load_memory_accounting(memory):
 
 
 def test_load_peak_is_one_model_plus_an_allowance(memory):
-    """At 30 MB the interpreter's own growth while loading (imports, allocator arenas) is not negligible
-    against the model, so the bound here is 1.2x plus a fixed allowance (see load_memory.py); at 1 GB (`make
-    bench`) the allowance is a few percent."""
-    assert memory["omni_ref"]["peak_bytes"] <= TARGET * memory["checkpoint_bytes"] + INTERPRETER_ALLOWANCE
-    # the weights really were read: the peak holds at least the model
-    assert memory["omni_ref"]["peak_bytes"] >= memory["checkpoint_bytes"]
+    """At 30 MB what a load grows by besides the weights (module objects, headers, mapped shard pages: 9 MB
+    measured) is not negligible against the model, so the bound here is 1.2x plus a fixed allowance (see
+    load_memory.py); at 1 GB (`make bench`) the peak is 1.06x without one."""
+    ours = memory["omni_ref"]
+    assert ours["peak_bytes"] <= TARGET * memory["checkpoint_bytes"] + INTERPRETER_ALLOWANCE
+    assert ours["peak_bytes"] >= ours["parameter_bytes"]       # the weights really were read in
 
 
 # ---- CUDA (skipped without a GPU) ---------------------------------------------------------------
