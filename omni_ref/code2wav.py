@@ -296,9 +296,10 @@ class PreTransformer(nn.Module):
 
     def _rotary(self, start: int, n: int, x):                # positions start .. start + n - 1
         cfg = self.config
-        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
+        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta,
+                                 x.device)
         pos = torch.arange(start, start + n, device=x.device)[None]         # (1, n)
-        return rotary_cos_sin(pos, inv_freq.to(x.device), x.dtype)          # (1, n, head_dim) x 2
+        return rotary_cos_sin(pos, inv_freq, x.dtype)                       # (1, n, head_dim) x 2
 
 
 def samples_lost_at_start(cfg: Code2WavConfig) -> int:

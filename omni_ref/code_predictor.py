@@ -71,7 +71,7 @@ class CodePredictorModel(nn.Module):
         B, T, _ = inputs_embeds.shape
         device, dtype = inputs_embeds.device, inputs_embeds.dtype
         past = past_key_values.length if past_key_values is not None else 0
-        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta)
+        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta, device)
         positions = torch.arange(past, past + T, device=device).expand(B, T)       # (B, T)
         cos, sin = rotary_cos_sin(positions, inv_freq, dtype)                       # (B, T, d)
         mask = causal_mask(T, past + T, dtype, device=device)

@@ -132,7 +132,7 @@ def thinker_steps(thinker, input_ids: torch.Tensor, attention_mask: torch.Tensor
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {tuple(mask.shape)} must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
-    stop = StopState(B, eos_token_id, pad_token_id)
+    stop = StopState(B, eos_token_id, pad_token_id, input_ids.device)
     unpenalised = padding_lengths(mask)          # (B,): the penalty skips the left pads, as HF
     positions, _ = thinker.prompt_positions(input_ids, mask, **media)   # (3, B, T) TM-RoPE ids
     cache = KVCache()
@@ -367,9 +367,11 @@ def codes_to_wav(code2wav, codes: torch.Tensor, sequences: torch.Tensor, eos_tok
         wav = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
                                       left_context_size=LEFT_CONTEXT_SIZE)
         return wav.float()
-    is_eos = torch.isin(sequences[:, :n], torch.as_tensor(eos_token_id).flatten())
-    lengths = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values   # (B,) frames per row
-    padding = (torch.arange(n)[None] >= lengths[:, None])[:, None, :]      # (B, 1, n)
+    eos = torch.as_tensor(eos_token_id, device=codes.device).flatten()
+    is_eos = torch.isin(sequences[:, :n], eos)
+    frame = torch.arange(n, device=codes.device)                           # (n,)
+    lengths = torch.where(is_eos, frame, n).min(dim=-1).values             # (B,) frames per row
+    padding = (frame[None] >= lengths[:, None])[:, None, :]                # (B, 1, n)
     codes = codes.masked_fill(padding, 0)
     wavs = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
                                    left_context_size=LEFT_CONTEXT_SIZE)    # (B, 1, S)

@@ -137,11 +137,11 @@ def choose_next(scores: torch.Tensor, do_sample: bool,
 
 # ---- stopping -----------------------------------------------------------------------------------
 
-def eos_ids(eos_token_id) -> torch.Tensor | None:
+def eos_ids(eos_token_id, device=None) -> torch.Tensor | None:
     """None, an int or a list of ints -> 1D tensor of stop ids (or None)."""
     if eos_token_id is None:
         return None
-    ids = torch.as_tensor(eos_token_id, dtype=torch.long).reshape(-1)
+    ids = torch.as_tensor(eos_token_id, dtype=torch.long, device=device).reshape(-1)
     if (ids < 0).any():
         raise ValueError(f"eos_token_id={eos_token_id!r}: token ids must be >= 0")
     return ids
@@ -152,12 +152,13 @@ class StopState:
     then on it receives `pad_token_id` (default: the first eos id, as HF) while the other rows go
     on."""
 
-    def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None):
-        self.eos = eos_ids(eos_token_id)
+    def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None,
+                 device=None):
+        self.eos = eos_ids(eos_token_id, device)
         if pad_token_id is None and self.eos is not None:
             pad_token_id = int(self.eos[0])
         self.pad = pad_token_id
-        self.unfinished = torch.ones(batch, dtype=torch.bool)
+        self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
 
     def fill_finished(self, next_tokens: torch.Tensor) -> torch.Tensor:
         if self.eos is None:

@@ -116,7 +116,7 @@ class Talker(nn.Module):
             past = past_key_values.length if past_key_values is not None else 0
             mask = attention_mask
             if mask is None:
-                mask = torch.ones(B, past + T, dtype=torch.long)
+                mask = torch.ones(B, past + T, dtype=torch.long, device=inputs_embeds.device)
             position_ids = text_position_ids(mask, pad_value=PAD_POSITION)[..., -T:]
         dec = self.model(inputs_embeds, as_3d_position_ids(position_ids), attention_mask,
                          past_key_values, output_hidden_states)
@@ -217,12 +217,12 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
         mask = attention_mask.to(input_ids.device)
     embeds = torch.cat([p[0] for p in passes], dim=1)                        # (B, T + n - 1, Dt)
     hidden = torch.cat([p[talker_cfg.accept_hidden_layer] for p in passes], dim=1)   # the same
-    media_ids = torch.tensor([thinker_cfg.audio_token_id, thinker_cfg.image_token_id,
-                              thinker_cfg.video_token_id])
+    media_ids = input_ids.new_tensor([thinker_cfg.audio_token_id, thinker_cfg.image_token_id,
+                                      thinker_cfg.video_token_id])
     media = torch.isin(sequences, media_ids)                                 # (B, T + n)
 
     # -- user turns: a position belongs to the turn of the last <|im_start|> at or before it
-    pos = torch.arange(T).expand(B, T)
+    pos = torch.arange(T, device=input_ids.device).expand(B, T)
     is_start = input_ids == config.im_start_token_id
     turn_start = torch.where(is_start, pos, -1).cummax(-1).values.clamp_min(0)     # (B, T)
     role = input_ids.gather(1, (turn_start + 1).clamp_max(T - 1))                   # (B, T)
@@ -240,7 +240,8 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     projected = _project_user(talker, embeds[:, :T], hidden[:, :T], media[:, :T])   # (B, T, H)
     user_embeds = projected.gather(1, order[..., None].expand(-1, -1, projected.shape[-1]))
     user_ids = sequences[:, :T].gather(1, order)                                     # (B, U)
-    user_mask = (torch.arange(U)[None] >= (U - n_user)[:, None]).to(mask.dtype)     # right-aligned
+    user_pos = torch.arange(U, device=input_ids.device)[None]                        # (1, U)
+    user_mask = (user_pos >= (U - n_user)[:, None]).to(mask.dtype)                   # right-aligned
 
     # -- the assistant turn being answered: HF finds it in row 0 (left padding aligns every row's
     # end)
@@ -250,8 +251,8 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
         raise ValueError("the prompt does not end with an assistant turn (<|im_start|>assistant): "
                          "build it with apply_chat_template(..., add_generation_prompt=True)")
     a = int(starts[-1])
-    special = torch.tensor([[config.tts_bos_token_id, config.tts_eos_token_id,
-                             config.tts_pad_token_id]])
+    special = input_ids.new_tensor([[config.tts_bos_token_id, config.tts_eos_token_id,
+                                     config.tts_pad_token_id]])
     specials = talker.text_projection(text_embedding(special))                       # (1, 3, H)
     tts_bos, tts_eos, tts_pad = specials.chunk(3, dim=1)                           # (1, 1, H) each
     assistant = talker.text_projection(embeds[:, a:])                   # (B, T - a + n - 1, H)
@@ -261,9 +262,10 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
                          f"rest is fed step by step): raise thinker_max_new_tokens")
     text_side = torch.cat([assistant[:, :3], tts_pad.expand(B, 4, -1), tts_bos.expand(B, -1, -1),
                            assistant[:, 3:4]], dim=1)                                # (B, 9, H)
-    codec_ids = torch.tensor([[talker_cfg.codec_nothink_id, talker_cfg.codec_think_bos_id,
-                               talker_cfg.codec_think_eos_id, speaker_id, talker_cfg.codec_pad_id,
-                               talker_cfg.codec_bos_id]]).expand(B, -1)              # (B, 6)
+    codec_ids = input_ids.new_tensor([[talker_cfg.codec_nothink_id, talker_cfg.codec_think_bos_id,
+                                       talker_cfg.codec_think_eos_id, speaker_id,
+                                       talker_cfg.codec_pad_id,
+                                       talker_cfg.codec_bos_id]]).expand(B, -1)      # (B, 6)
     codec_side = torch.cat([text_side.new_zeros(B, 3, text_side.shape[-1]),
                             talker.model.codec_embedding(codec_ids)], dim=1)         # (B, 9, H)
     trailing = torch.cat([assistant[:, 4:], tts_eos.expand(B, -1, -1)], dim=1)      # (B, n - 1, H)
@@ -276,7 +278,7 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     sources = ["padding"] * pads + [
         "user media: hidden_projection" if m else "user text: text_projection"
         for m in row0_media] + list(ASSISTANT_SEGMENTS)
-    tts_pad_ids = torch.full((B, 9), config.tts_pad_token_id, dtype=user_ids.dtype)
+    tts_pad_ids = user_ids.new_full((B, 9), config.tts_pad_token_id)
     return TalkerPrompt(
         inputs_embeds=torch.cat([user_embeds, text_side + codec_side], dim=1),
         attention_mask=torch.cat([user_mask, mask.new_ones(B, 9)], dim=1),
@@ -301,11 +303,12 @@ def _end_text_at_eos(trailing, generated, eos_token_id, tts_eos, tts_pad):
     """Entry j of `trailing` holds generated token j + 1. A row whose first eos is generated token
     e gets tts_eos at entry e and tts_pad after it, so a short answer in a batch ends when its own
     text ends (HF's rule; for the longest row this changes nothing)."""
-    eos = torch.as_tensor(eos_token_id).flatten()
+    eos = torch.as_tensor(eos_token_id, device=generated.device).flatten()
     is_eos = torch.isin(generated, eos)                                      # (B, n)
     n = generated.shape[1]
-    first = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values       # (B,)
-    j = torch.arange(trailing.shape[1])[None]                                # (1, n - 1)
+    steps = torch.arange(n, device=generated.device)                         # (n,)
+    first = torch.where(is_eos, steps, n).min(dim=-1).values                 # (B,)
+    j = torch.arange(trailing.shape[1], device=generated.device)[None]       # (1, n - 1)
     after = (j > first[:, None])[..., None]                                  # (B, n - 1, 1)
     at = (j == first[:, None])[..., None]
     trailing = torch.where(after, tts_pad.to(trailing.dtype), trailing)
@@ -368,8 +371,8 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
     """The Talker's decoding loop run to the end (HF: GenerationMixin._sample with the Talker's own
     preparation): codebook-0 ids (B, n) and the codes (B, N, frames) of every completed frame. The
     loop itself is `talker_steps` (stream.py runs it a step at a time)."""
-    B = prompt.inputs_embeds.shape[0]
-    sequences = torch.zeros(B, 0, dtype=torch.long)
+    B, device = prompt.inputs_embeds.shape[0], prompt.inputs_embeds.device
+    sequences = torch.zeros(B, 0, dtype=torch.long, device=device)
     frames, logits_kept, residual_kept = [], [], []
     for s in talker_steps(talker, prompt, position_ids, max_new_tokens, opts, eos_token_id,
                           suppress_tokens, pad_token_id, generator, output_logits):
@@ -382,7 +385,7 @@ def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Te
     if frames:
         codes = torch.stack(frames, dim=-1)                                      # (B, N, frames)
     else:
-        codes = torch.zeros(B, n_groups, 0, dtype=torch.long)
+        codes = torch.zeros(B, n_groups, 0, dtype=torch.long, device=device)
     return TalkerGeneration(sequences, codes, logits_kept if output_logits else None,
                             residual_kept if output_logits else None)
 
@@ -403,14 +406,15 @@ def talker_steps(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Tenso
     when the Talker does (code_predictor.residual_sampling)."""
     B = prompt.inputs_embeds.shape[0]
     vocab = talker.config.text_config.vocab_size
-    blocked = torch.zeros(vocab, dtype=torch.bool)
+    device = prompt.inputs_embeds.device
+    blocked = torch.zeros(vocab, dtype=torch.bool, device=device)
     if suppress_tokens:
-        blocked[torch.as_tensor(suppress_tokens)] = True
+        blocked[torch.as_tensor(suppress_tokens, device=device)] = True
     residual_opts = residual_sampling(opts.do_sample)
-    stop = StopState(B, eos_token_id, pad_token_id)
+    stop = StopState(B, eos_token_id, pad_token_id, device)
     cache, mask, positions = KVCache(), prompt.attention_mask, position_ids
     x = prompt.inputs_embeds
-    sequences = torch.zeros(B, 0, dtype=torch.long)
+    sequences = torch.zeros(B, 0, dtype=torch.long, device=device)
     # HF's penalty skips as many leading ids as the prompt has pads; the Talker's ids are its codes
     # alone, so a padded row's first codes go unpenalised (sampling.py, "Left padding").
     unpenalised = padding_lengths(prompt.attention_mask)                         # (B,)
