@@ -77,11 +77,16 @@ def stream(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan",
            thinker_eos_token_id=HF_THINKER_EOS, talker_max_new_tokens: int = 4096,
            talker_do_sample: bool = True, talker_top_k: int = 50, talker_top_p: float = 1.0,
            talker_temperature: float = 0.9, talker_repetition_penalty: float = 1.05,
-           audio_chunk_frames: int = 4, **kwargs) -> Iterator[StreamEvent]:
+           audio_chunk_frames: int = 4, return_audio: bool | None = None,
+           **kwargs) -> Iterator[StreamEvent]:
     """`model.stream`: generate's speech options and defaults (generate.generate), plus
     audio_chunk_frames, the frames Code2Wav decodes at once (4 = 320 ms of audio). Returns an
-    iterator of StreamEvent; the request is checked here, before the first event."""
+    iterator of StreamEvent; the request is checked here, before the first event. return_audio
+    is accepted so that generate's keywords can be passed unchanged; a stream always speaks."""
     t0 = time.perf_counter()
+    if return_audio is not None and not return_audio:
+        raise ValueError("stream speaks (its events carry audio), so return_audio=False has no "
+                         "stream; for text only use model.generate(..., return_audio=False)")
     if model.thinker is None:
         raise ValueError("stream needs the Thinker: load the model with 'thinker' among its "
                          "components")

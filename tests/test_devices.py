@@ -18,7 +18,7 @@ import omni_ref
 from omni_ref import presets
 from omni_ref.code_predictor import residual_sampling
 from omni_ref.moe import expert_usage
-from omni_ref.streaming import StreamingCode2Wav
+from omni_ref.streaming import Code2WavStream, StreamingCode2Wav
 from omni_ref.tools.load_memory import INTERPRETER_ALLOWANCE, TARGET, measure_load_memory
 
 DATA = presets.REPO_DIR / "data"
@@ -58,6 +58,16 @@ def _stream(code2wav, codes):
     return torch.cat([stream.push(codes[..., :3]), stream.push(codes[..., 3:]), stream.flush()], dim=-1)
 
 
+def _carried(code2wav, codes):
+    stream = Code2WavStream(code2wav)
+    return torch.cat([stream.push(codes[..., :1]), stream.push(codes[..., 1:]), stream.flush()], dim=-1)
+
+
+def _spoken(model, inputs):
+    wavs = [ev.wav for ev in model.stream(**inputs, **SPEAK, audio_chunk_frames=2) if ev.kind == "audio"]
+    return torch.cat(wavs)
+
+
 IM_END = presets.token_ids()["im_end_token_id"]
 PATHS = {   # name -> f(model, prompts) returning a tensor
     "thinker text": lambda m, p: m.thinker(**p["text"]).logits,
@@ -83,6 +93,8 @@ PATHS = {   # name -> f(model, prompts) returning a tensor
     "code2wav": lambda m, p: m.code2wav(p["codes"]),
     "chunked_decode": lambda m, p: m.code2wav.chunked_decode(p["codes"], chunk_size=3, left_context_size=2),
     "StreamingCode2Wav": lambda m, p: _stream(m.code2wav, p["codes"]),
+    "Code2WavStream": lambda m, p: _carried(m.code2wav, p["codes"]),
+    "model.stream, image prompt": lambda m, p: _spoken(m, p["image"]),
 }
 
 

@@ -225,6 +225,9 @@ def test_bad_requests_are_refused_before_the_first_event(models_and_processor, t
         ours.stream(**inputs, **dict(GREEDY, thinker_max_new_tokens=1))
     with pytest.raises(TypeError, match="talker_top_n: omni_ref's Talker loop does not know option 'top_n'"):
         ours.stream(**inputs, talker_top_n=3, **GREEDY)
+    with pytest.raises(ValueError, match=r"stream speaks .* return_audio=False has no stream"):
+        ours.stream(**inputs, return_audio=False, **GREEDY)
+    assert [ev.kind for ev in ours.stream(**inputs, return_audio=True, **GREEDY)][:2] == ["text", "text"]
 
 
 def test_errors_found_while_streaming_are_generates(models_and_processor):
