@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: demo test lab notebooks env-check bench toy clean
+.PHONY: demo test lab notebooks env-check bench toy compat clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -42,6 +42,14 @@ env-check: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m omni_ref.tools.bench --out bench/
+
+# The upgrade path: `make compat V=5.25.0` installs that transformers beside the pinned one (in
+# .compat/transformers-V, no dependencies; it checks the installed ones meet its requirements), runs the
+# parity sweep under it and prints one row per stage. TESTS=1 also runs the oddity register and the
+# *_equal_hf tests under it. The pinned environment is left as it is.
+compat: $(STAMP)
+	@test -n "$(V)" || { echo "usage: make compat V=x.y.z   (a transformers release, e.g. V=5.24.0)"; exit 2; }
+	OMP_NUM_THREADS=1 $(PY) -m omni_ref.tools.compat $(V) $(if $(TESTS),--tests)
 
 # Retrain the toy checkpoint from its seed (data/toy/: weights + training log); not part of `make test`.
 toy: $(STAMP)

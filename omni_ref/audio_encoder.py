@@ -30,11 +30,12 @@ from .config import AudioEncoderConfig
 from .layers import ACTIVATIONS, segment_attention
 
 
-def sinusoid_positions(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+def sinusoid_positions(length: int, channels: int, max_timescale: float = 10000.0,
+                       device=None) -> torch.Tensor:
     """Whisper's fixed positions: (length, channels), sines in the first half, cosines after."""
     log_step = math.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-log_step * torch.arange(channels // 2).float())
-    t = torch.arange(length).float()[:, None] * inv_timescales[None, :]
+    inv_timescales = torch.exp(-log_step * torch.arange(channels // 2, device=device).float())
+    t = torch.arange(length, device=device).float()[:, None] * inv_timescales[None, :]
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
@@ -161,10 +162,14 @@ class AudioEncoder(nn.Module):
         self.proj2 = nn.Linear(cfg.d_model, cfg.output_dim)
 
     def reset_buffers(self) -> None:
-        if self.positional_embedding.device.type != "meta":
+        """(Re)compute the table on the buffer's device, in fp32 whatever the weights' dtype, as
+        HF keeps it (forward casts it to the activations' dtype). On meta, checkpoint.load calls
+        this again once the model has a real device."""
+        device = self.positional_embedding.device
+        if device.type != "meta":
             cfg = self.config
-            table = sinusoid_positions(cfg.max_source_positions, cfg.d_model)
-            self.positional_embedding.copy_(table)
+            self.positional_embedding = sinusoid_positions(cfg.max_source_positions, cfg.d_model,
+                                                           device=device)
 
     def _check(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:
         mel = self.config.num_mel_bins

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 from collections import defaultdict
@@ -42,6 +43,8 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # safetensors' names of the dtypes a weight may be stored in
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+# Values read per opening of a shard (64 MB in fp32): what a load holds of a shard at a time.
+READ_GROUP = 2 ** 24
 
 
 class CheckpointError(ValueError):
@@ -131,8 +134,24 @@ def _open_shard(ckpt_dir: str, fname: str):
 
 def present_components(ckpt_dir: str) -> tuple[str, ...]:
     """Components that have at least one tensor in the checkpoint."""
-    prefixes = {k.split(".", 1)[0] for k in _weight_map(os.fspath(ckpt_dir))}
+    return _components_in(_weight_map(os.fspath(ckpt_dir)))
+
+
+def _components_in(weight_map: dict[str, str]) -> tuple[str, ...]:
+    prefixes = {k.split(".", 1)[0] for k in weight_map}
     return tuple(c for c in COMPONENTS if c in prefixes)
+
+
+def _absent_message(ckpt_dir: str, config: OmniConfig, components, absent, present) -> str:
+    """Why requested components cannot be loaded: the checkpoint has none of their tensors."""
+    why = ("config.json says enable_audio_output=false: a Thinker-only checkpoint (HF saves no "
+           "Talker and no Code2Wav for it; Qwen3-Omni-30B-A3B-Thinking and -Captioner ship so), "
+           "which answers in text only"
+           if not config.enable_audio_output else
+           "the checkpoint was saved without them")
+    return (f"{ckpt_dir} holds no {' or '.join(c + '.*' for c in absent)} tensors, so "
+            f"components={tuple(components)} cannot be loaded: {why}. Load "
+            f"components={tuple(present)} (what it holds), or leave components out.")
 
 
 def _describe(keys, limit: int = 12) -> str:
@@ -157,13 +176,18 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     """Check a checkpoint against its config.json without reading any tensor: every expected key
     present, none unexpected, every shape right. Raises CheckpointError listing the offending keys.
     Cheap even for 70 GB."""
+    _check_dtype(dtype)
     ckpt_dir = os.fspath(checkpoint_dir)
-    config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config)
     weight_map = _weight_map(ckpt_dir)
-    if components is None:
-        components = present_components(ckpt_dir)
-    else:
-        components = check_components(components)
+    present = _components_in(weight_map)
+    components = present if components is None else check_components(components)
+    # config.json is validated for the components built: a Thinker-only checkpoint carries Talker
+    # and Code2Wav configs that describe nothing it holds (config.OmniConfig.validate)
+    config = OmniConfig.from_json_file(ckpt_dir, strict=strict_config,
+                                       components=[c for c in components if c in present])
+    absent = [c for c in components if c not in present]
+    if absent:
+        raise CheckpointError(_absent_message(ckpt_dir, config, components, absent, present))
     if not components:
         raise CheckpointError(f"{ckpt_dir}: no thinker.*, talker.* or code2wav.* tensors found")
 
@@ -214,7 +238,7 @@ def verify(checkpoint_dir, components=None, dtype: torch.dtype = torch.float32,
     return LoadPlan(config, model, slots, dict(by_file))
 
 
-def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
+def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None, device=None,
          strict_config: bool = True, attn_implementation: str = "eager",
          experts_implementation: str = "eager") -> Qwen3Omni:
     """Build the model described by `checkpoint_dir/config.json` and fill it from its safetensors.
@@ -227,31 +251,89 @@ def load(checkpoint_dir, dtype: torch.dtype = torch.float32, components=None,
     components: subset of ("thinker", "talker", "code2wav"); default: every component the
     checkpoint holds. Only the shards and keys of the requested components are read, so a
     Thinker-only load of the real model never touches the Talker's or Code2Wav's bytes.
+    dtype: the weights' floating-point type (torch.bfloat16 halves the memory; fixed tables such
+    as the audio positions stay fp32, as in HF). device: where the weights go ("cpu" by default,
+    "cuda", "cuda:1", a torch.device); they are written there directly, never first assembled on
+    the CPU.
+
+    Memory. The module tree is built on the meta device (shapes only, no storage), then each
+    parameter gets its storage once, at `dtype` on `device`, and every checkpoint tensor is copied
+    into its place. safetensors maps a shard into memory, and the pages read stay resident until
+    the file is closed; so a shard is opened afresh for every READ_GROUP values (`_read_groups`),
+    and a load holds one model plus at most that much of a shard (64 MB in fp32) in host memory,
+    whatever the shard size (a GPU load: only that). Copying into owned storage, rather than
+    keeping tensors that map the files, means a loaded model never changes or faults when its
+    checkpoint files are rewritten; and stacking experts into preallocated tensors avoids holding
+    them twice (60 GB extra for the real Thinker). `python -m omni_ref.tools.load_memory` measures
+    the peak.
     """
+    device = _check_device(device)
     ckpt_dir = os.fspath(checkpoint_dir)
     plan = verify(ckpt_dir, components, dtype, strict_config)
     set_attn_implementation(plan.model, attn_implementation)     # names checked before any read
     set_experts_implementation(plan.model, experts_implementation)
     model = plan.model
-    # Allocate once at the target dtype, then copy each tensor into its place: peak memory stays at
-    # one model (stacking experts from a separate dict would briefly hold them twice, 60 GB extra
-    # for the real Thinker).
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for fname, keys in plan.by_file.items():
-            with _open_shard(ckpt_dir, fname) as f:
-                for key in keys:
-                    name, e, _ = plan.slots[key]
-                    target = params[name] if e is None else params[name][e]
-                    target.copy_(f.get_tensor(key))
+            for group in _read_groups(keys, plan.slots):
+                with _open_shard(ckpt_dir, fname) as f:
+                    for key in group:
+                        name, e, _ = plan.slots[key]
+                        target = params[name] if e is None else params[name][e]
+                        target.copy_(f.get_tensor(key))      # cast to dtype, moved to device
     _rebuild_buffers(model)
     return model.eval()
 
 
+def _read_groups(keys: list[str], slots: dict) -> list[list[str]]:
+    """`keys` cut into consecutive runs of at most READ_GROUP values (a tensor larger than that
+    alone): each run is read with the shard opened once, so that at most one run's file pages are
+    mapped and resident at a time."""
+    groups, size = [[]], 0
+    for key in keys:
+        n = math.prod(slots[key][2])
+        if groups[-1] and size + n > READ_GROUP:
+            groups.append([])
+            size = 0
+        groups[-1].append(key)
+        size += n
+    return groups
+
+
+def _check_device(device) -> torch.device:
+    """`device` as a torch.device that can hold tensors here, or a ValueError saying why not."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a device name ({e}); use 'cpu', 'cuda', "
+                         f"'cuda:1' or a torch.device") from None
+    if device.type == "meta":
+        raise ValueError("device='meta' holds shapes but no values, so there is nothing to load "
+                         "into: for shapes and parameter counts use omni_ref.verify(dir) "
+                         "(its .model) or omni_ref.presets.build_meta(config)")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device={str(device)!r} is not usable on this machine ({e}); "
+                         f"torch.cuda.is_available() is {torch.cuda.is_available()}: load on "
+                         f"'cpu' or on an accelerator that is present") from None
+    return device
+
+
+def _check_dtype(dtype) -> None:
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype={dtype!r}: weights need a floating-point torch.dtype such as "
+                        f"torch.float32 or torch.bfloat16")
+
+
 def _rebuild_buffers(model: Qwen3Omni) -> None:
     """Fixed tables (sinusoidal positions) are non-persistent buffers, absent from checkpoints and
-    left uninitialised by the meta-device build: each owning module recomputes its own."""
+    left uninitialised by the meta-device build: each owning module recomputes its own, on the
+    device it now lives on."""
     for module in model.modules():
         if hasattr(module, "reset_buffers"):
             module.reset_buffers()

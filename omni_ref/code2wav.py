@@ -6,8 +6,14 @@ upsampling stages, then a causal ConvNet decoder (SnakeBeta activations, residua
 dilations 1/3/9) upsampling by 8, 5, 4 and 3; the output is clamped to [-1, 1]. 2*2*8*5*4*3 = 1920
 samples per frame, i.e. 80 ms at 24 kHz. HF mirror: Qwen3OmniMoeCode2Wav (keys `code2wav.*`) and
 its parts, Qwen3OmniMoeCausalConvNet, Qwen3OmniMoeCausalTransConvNet, Qwen3OmniMoeConvNeXtBlock,
-Qwen3OmniMoeSnakeBeta, Qwen3OmniMoeCode2WavTransformerModel. The incremental (push codes, get
-audio) decoder is in streaming.py.
+Qwen3OmniMoeSnakeBeta, Qwen3OmniMoeCode2WavTransformerModel.
+
+Streaming (report section 2.5: the decoder "streams" because every part is causal): besides its
+full-decode `forward`, each module with memory has a `step(x, state)` that decodes the next piece
+of a sequence, carrying what it needs from earlier pieces in a `StreamState`: the pre-transformer
+its keys and values over the sliding window, every convolution its last few inputs. Joined, the
+steps' outputs equal the full decode. streaming.py wraps this as Code2WavStream (push codes, get
+audio), next to StreamingCode2Wav, the piecewise twin of HF's chunked_decode.
 
 Length quirk, reproduced because the checkpoint was trained with it: every decoder transposed conv
 (kernel 2r, stride r) is trimmed by r samples on BOTH sides, where a causal one would trim r on the
@@ -24,13 +30,70 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Code2WavConfig
-from .layers import Attention, RMSNorm, SwiGLU, causal_mask
+from .layers import Attention, KVCache, RMSNorm, SwiGLU, causal_mask
 from .rope import rope_inv_freq, rotary_cos_sin
 
 SAMPLE_RATE = 24000   # Hz of the output waveform; not in the config, fixed by the codec's training
 # HF's chunked decoding (chunked_decode's defaults, and what HF's generate uses): chunks of 300
 # frames (24 s), each decoded after 25 frames (2 s) of left context.
 CHUNK_SIZE, LEFT_CONTEXT_SIZE = 300, 25
+
+
+class WindowKVCache(KVCache):
+    """A KV cache that keeps only the last `keep` positions of each layer: a sliding window of w
+    frames means a new frame attends to itself and the w - 1 before it, and never to older ones."""
+
+    def __init__(self, keep: int):
+        super().__init__()
+        self.keep = keep
+
+    def update(self, layer_idx, k, v):
+        k, v = super().update(layer_idx, k, v)            # (B, Hkv, cached + new, d): all of them
+        start = max(k.shape[2] - self.keep, 0)            # attention needs them all this time ...
+        self.keys[layer_idx] = k[:, :, start:].clone()    # ... the next push only the window
+        self.values[layer_idx] = v[:, :, start:].clone()
+        return k, v
+
+
+class StreamState:
+    """Everything a streaming decode carries from one piece of frames to the next.
+
+    One idea covers every convolution: if output step t reads inputs t - span .. t, a streaming
+    conv keeps its last `span` inputs (`tails`), glues them in front of the next piece and
+    convolves without padding; that gives exactly the outputs the full decode has at those steps.
+    Before the first piece the kept inputs are the zeros a causal conv pads with. The
+    pre-transformer keeps its keys and values over the sliding window (`kv`) and the number of
+    frames seen (`frames`): the next frame's rotary position, continuing, not restarting."""
+
+    def __init__(self):
+        self.tails: dict[nn.Module, torch.Tensor] = {}   # conv -> (B, C_in, <= span) last inputs
+        self.kv: WindowKVCache | None = None
+        self.frames = 0
+
+    def carry(self, conv: nn.Module, x: torch.Tensor, span: int,
+              zeros_at_start: bool = True) -> torch.Tensor:
+        """x (B, C, n) -> (B, C, kept + n): the inputs `conv` kept from earlier pieces, then x;
+        keeps the last `span` of those for the next piece. Before the first piece the kept inputs
+        are `span` zeros, or none (zeros_at_start=False)."""
+        tail = self.tails.get(conv)
+        if tail is None:
+            tail = x.new_zeros(x.shape[0], x.shape[1], span if zeros_at_start else 0)
+        joined = torch.cat([tail, x], dim=-1) if tail.shape[-1] else x
+        # clone: a view would pin the whole joined piece in memory until the next push
+        self.tails[conv] = joined[..., max(joined.shape[-1] - span, 0):].clone()
+        return joined
+
+    def nbytes(self) -> int:
+        held = list(self.tails.values())
+        if self.kv is not None:
+            held += self.kv.keys + self.kv.values
+        return sum(t.numel() * t.element_size() for t in held)
+
+
+def stream_step(layer: nn.Module, x: torch.Tensor, state: StreamState) -> torch.Tensor:
+    """One layer on the next piece: its `step` if it carries state, else plain `forward` (a
+    pointwise layer such as SnakeBeta needs no history)."""
+    return layer.step(x, state) if hasattr(layer, "step") else layer(x)
 
 
 class CausalConv(nn.Module):
@@ -45,6 +108,10 @@ class CausalConv(nn.Module):
         # HF also computes a right "extra padding" for strided convs; with stride 1 (all of
         # Code2Wav) it is 0.
         return self.conv(F.pad(x, (self.left_pad, 0)))
+
+    def step(self, x, state: StreamState):        # (B, C_in, n) -> (B, C_out, n)
+        # The last left_pad inputs of earlier pieces stand where forward puts zeros.
+        return self.conv(state.carry(self, x, self.left_pad))    # (B, C_in, left_pad + n) in
 
 
 class CausalTransConv(nn.Module):
@@ -62,6 +129,20 @@ class CausalTransConv(nn.Module):
         y = self.conv(x)
         return y[..., self.trim: y.shape[-1] - self.trim]
 
+    def step(self, x, state: StreamState):             # (B, C_in, n) -> (B, C_out, n * stride)
+        """Output block j (`stride` samples) mixes inputs j - span .. j, span = kernel / stride - 1
+        (1 in the decoder): keep the last input, emit the n blocks the new inputs complete. The
+        block that would also need the next input waits for it; at the end of the sequence it is
+        what forward's right trim drops, so nothing is owed at the end. Forward's left trim drops
+        the stream's first `trim` samples, once (the first step returns n * stride - trim)."""
+        n, stride = x.shape[-1], self.conv.stride[0]
+        first = self not in state.tails
+        x = state.carry(self, x, self.conv.kernel_size[0] // stride - 1,
+                        zeros_at_start=False)                  # (B, C_in, kept + n)
+        kept = x.shape[-1] - n
+        y = self.conv(x)[..., kept * stride: x.shape[-1] * stride]     # (B, C_out, n * stride)
+        return y[..., self.trim:] if first else y
+
 
 class ConvNeXtBlock(nn.Module):
     """Depthwise causal conv, LayerNorm, 4x MLP, scaled by `gamma`, residual (Liu et al. 2022)."""
@@ -75,7 +156,13 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
 
     def forward(self, x):                                                          # (B, C, T)
-        y = self.dwconv(x).transpose(1, 2)                              # (B, T, C): norms act on C
+        return self._pointwise(x, self.dwconv(x))
+
+    def step(self, x, state: StreamState):           # only the depthwise conv looks back in time
+        return self._pointwise(x, self.dwconv.step(x, state))
+
+    def _pointwise(self, x, y):                      # x, y = dwconv(x): (B, C, T) -> (B, C, T)
+        y = y.transpose(1, 2)                                           # (B, T, C): norms act on C
         y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))              # exact (erf) GELU, as HF
         return x + (self.gamma * y).transpose(1, 2)                                # (B, C, T)
 
@@ -112,6 +199,9 @@ class ResidualUnit(nn.Module):
     def forward(self, x):
         return x + self.conv2(self.act2(self.conv1(self.act1(x))))
 
+    def step(self, x, state: StreamState):
+        return x + self.conv2.step(self.act2(self.conv1.step(self.act1(x), state)), state)
+
 
 class DecoderBlock(nn.Module):
     """SnakeBeta, transposed conv upsampling by `rate` (half the channels), 3 residual units."""
@@ -124,6 +214,11 @@ class DecoderBlock(nn.Module):
     def forward(self, x):                       # (B, d_in, L) -> (B, d_out, (L - 1) * rate)
         for layer in self.block:
             x = layer(x)
+        return x
+
+    def step(self, x, state: StreamState):    # (B, d_in, n) -> (B, d_out, n * rate), first: - rate
+        for layer in self.block:
+            x = stream_step(layer, x, state)
         return x
 
 
@@ -153,8 +248,9 @@ class PreTransformerLayer(nn.Module):
         self.self_attn_layer_scale = LayerScale(h, cfg.layer_scale_initial_scale)
         self.mlp_layer_scale = LayerScale(h, cfg.layer_scale_initial_scale)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask))
+    def forward(self, x, cos, sin, mask, cache=None, layer_idx=0):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cos, sin, mask,
+                                                          cache, layer_idx))
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -172,18 +268,38 @@ class PreTransformer(nn.Module):
     def forward(self, x):                                            # (B, T, hidden)
         cfg = self.config
         T = x.shape[1]
-        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
-        inv_freq = inv_freq.to(x.device)
         # Positions restart at 0 on every call (also for each chunk of chunked_decode): rotary
         # attention depends only on position differences, so a chunk sees the same scores as it
         # would inside the full sequence.
-        pos = torch.arange(T, device=x.device)[None]                 # (1, T)
-        cos, sin = rotary_cos_sin(pos, inv_freq, x.dtype)            # (1, T, head_dim)
+        cos, sin = self._rotary(0, T, x)                             # (1, T, head_dim)
         mask = causal_mask(T, T, x.dtype, sliding_window=cfg.sliding_window,
                            device=x.device)                  # (1, 1, T, T)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return self.norm(x)
+
+    def step(self, x, state: StreamState):                  # (B, n, hidden): the next n frames
+        """The next frames attend to themselves and to the keys and values of the sliding_window -
+        1 frames before them, which the state carries; positions continue from the frames seen."""
+        cfg = self.config
+        n = x.shape[1]
+        if state.kv is None:
+            state.kv = WindowKVCache(cfg.sliding_window - 1)
+        cached = state.kv.length                             # <= sliding_window - 1 earlier frames
+        cos, sin = self._rotary(state.frames, n, x)          # (1, n, head_dim)
+        mask = causal_mask(n, cached + n, x.dtype, sliding_window=cfg.sliding_window,
+                           device=x.device)                  # (1, 1, n, cached + n)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, state.kv, i)
+        state.frames += n
+        return self.norm(x)
+
+    def _rotary(self, start: int, n: int, x):                # positions start .. start + n - 1
+        cfg = self.config
+        inv_freq = rope_inv_freq(cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta,
+                                 x.device)
+        pos = torch.arange(start, start + n, device=x.device)[None]         # (1, n)
+        return rotary_cos_sin(pos, inv_freq, x.dtype)                       # (1, n, head_dim) x 2
 
 
 def samples_lost_at_start(cfg: Code2WavConfig) -> int:
@@ -272,16 +388,30 @@ class Code2Wav(nn.Module):
         return self._decode(codes)
 
     def _decode(self, codes):
-        cfg = self.config
-        offset = torch.arange(cfg.num_quantizers,
-                              device=codes.device)[None, :, None] * cfg.codebook_size
-        x = self.code_embedding(codes + offset)              # (B, Q, T, h)
-        x = x.mean(1)                                        # (B, T, h): the codebooks' average
+        x = self._embed(codes)                               # (B, T, h)
         x = self.pre_transformer(x).transpose(1, 2)     # (B, h, T): channels first for the ConvNet
         for trans_conv, convnext in self.upsample:
             x = convnext(trans_conv(x))                      # (B, h, 2T), then (B, h, 4T)
         for layer in self.decoder:
             x = layer(x)                                     # ... -> (B, 1, 1920 T - 555)
+        return x.clamp(-1, 1)
+
+    def _embed(self, codes):                                 # (B, Q, T) -> (B, T, h)
+        cfg = self.config
+        offset = torch.arange(cfg.num_quantizers,
+                              device=codes.device)[None, :, None] * cfg.codebook_size
+        x = self.code_embedding(codes + offset)              # (B, Q, T, h)
+        return x.mean(1)                                     # (B, T, h): the codebooks' average
+
+    def step(self, codes, state: StreamState):
+        """The next n frames (B, Q, n >= 1) of a sequence -> their audio (B, 1, 1920 n), 555
+        samples fewer on the first step: `_decode` with every layer's `step`. Unchecked (the
+        caller, Code2WavStream, checks the codes)."""
+        x = self.pre_transformer.step(self._embed(codes), state).transpose(1, 2)    # (B, h, n)
+        for trans_conv, convnext in self.upsample:
+            x = convnext.step(trans_conv.step(x, state), state)     # (B, h, 2n), then (B, h, 4n)
+        for layer in self.decoder:
+            x = stream_step(layer, x, state)                 # ... -> (B, 1, 1920 n (- 555))
         return x.clamp(-1, 1)
 
     def chunked_decode(self, codes: torch.Tensor, chunk_size: int = CHUNK_SIZE,

@@ -85,9 +85,9 @@ class CodePredictorModel(nn.Module):
 
     def rotary_tables(self, n: int, dtype: torch.dtype, device=None):
         """cos, sin (1, n, head_dim) of positions 0..n-1."""
-        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta)
+        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta, device)
         positions = torch.arange(n, device=device)[None]                            # (1, n)
-        return rotary_cos_sin(positions, inv_freq.to(device), dtype)
+        return rotary_cos_sin(positions, inv_freq, dtype)
 
 
 class CodePredictor(nn.Module):

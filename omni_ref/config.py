@@ -799,36 +799,65 @@ class OmniConfig(_HFConfig):
     initializer_range: float | None = None
     tie_word_embeddings: bool = False
 
-    def validate(self, where: str = "OmniConfig") -> None:
-        super().validate(where)
+    @property
+    def described_components(self) -> tuple[str, ...]:
+        """The components HF builds from this config: all three, or the Thinker alone when
+        enable_audio_output is false (HF then builds, saves and loads no Talker and no Code2Wav)."""
+        return ("thinker", "talker", "code2wav") if self.enable_audio_output else ("thinker",)
+
+    def validate(self, where: str = "OmniConfig", components=None) -> None:
+        """Check the components that are built, and the ties between them; default: those
+        `described_components` names.
+
+        A Thinker-only config (enable_audio_output false, as Qwen3-Omni-30B-A3B-Thinking and
+        -Captioner are published) still carries a talker_config and a code2wav_config; HF's
+        save_pretrained writes its class defaults there when none is given (thinker_hidden_size
+        2048, accept_hidden_layer 18, 32 code groups against Code2Wav's 16 quantizers), which fit
+        no small Thinker. They describe nothing that is built, so they are not checked."""
+        components = self.described_components if components is None else tuple(components)
+        for name in components:
+            getattr(self, f"{name}_config").validate(f"{where}.{name}_config")
         talker, thinker, c2w = self.talker_config, self.thinker_config, self.code2wav_config
-        thinker_width, thinker_layers = (thinker.text_config.hidden_size,
-                                         thinker.text_config.num_hidden_layers)
-        _check(talker.thinker_hidden_size == thinker_width, where,
-               f"talker_config.thinker_hidden_size={talker.thinker_hidden_size} must equal "
-               f"thinker_config.text_config.hidden_size={thinker_width}")
-        _check(0 <= talker.accept_hidden_layer <= thinker_layers, where,
-               f"talker_config.accept_hidden_layer={talker.accept_hidden_layer} must be a Thinker "
-               f"layer index 0..{thinker_layers}")
-        _check(c2w.num_quantizers == talker.num_code_groups, where,
-               f"code2wav_config.num_quantizers={c2w.num_quantizers} must equal "
-               f"talker_config.num_code_groups={talker.num_code_groups}: every codec frame "
-               "carries one code per group")
-        codebook = talker.code_predictor_config.vocab_size
-        _check(c2w.codebook_size == codebook, where,
-               f"code2wav_config.codebook_size={c2w.codebook_size} must equal the code "
-               f"predictor's vocab_size={codebook}")
-        vocab = thinker.text_config.vocab_size
-        for name in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id",
-                     "tts_bos_token_id", "tts_eos_token_id", "system_token_id", "user_token_id",
-                     "assistant_token_id"):
-            _check(0 <= getattr(self, name) < vocab, where,
-                   f"{name}={getattr(self, name)} is outside the Thinker vocabulary "
-                   f"(vocab_size={vocab})")
+        if "talker" in components:      # the Talker reads the Thinker's states and embeddings
+            thinker_width, thinker_layers = (thinker.text_config.hidden_size,
+                                             thinker.text_config.num_hidden_layers)
+            _check(talker.thinker_hidden_size == thinker_width, where,
+                   f"talker_config.thinker_hidden_size={talker.thinker_hidden_size} must equal "
+                   f"thinker_config.text_config.hidden_size={thinker_width}")
+            _check(0 <= talker.accept_hidden_layer <= thinker_layers, where,
+                   f"talker_config.accept_hidden_layer={talker.accept_hidden_layer} must be a "
+                   f"Thinker layer index 0..{thinker_layers}")
+            # the chat ids that find the turns of the Talker's prompt, and the tts_* ids whose
+            # Thinker embeddings it reads
+            vocab = thinker.text_config.vocab_size
+            for name in ("im_start_token_id", "im_end_token_id", "tts_pad_token_id",
+                         "tts_bos_token_id", "tts_eos_token_id", "system_token_id",
+                         "user_token_id", "assistant_token_id"):
+                _check(0 <= getattr(self, name) < vocab, where,
+                       f"{name}={getattr(self, name)} is outside the Thinker vocabulary "
+                       f"(vocab_size={vocab})")
+        if "talker" in components and "code2wav" in components:   # Code2Wav decodes its codes
+            _check(c2w.num_quantizers == talker.num_code_groups, where,
+                   f"code2wav_config.num_quantizers={c2w.num_quantizers} must equal "
+                   f"talker_config.num_code_groups={talker.num_code_groups}: every codec frame "
+                   "carries one code per group")
+            codebook = talker.code_predictor_config.vocab_size
+            _check(c2w.codebook_size == codebook, where,
+                   f"code2wav_config.codebook_size={c2w.codebook_size} must equal the code "
+                   f"predictor's vocab_size={codebook}")
 
     # -- files ---------------------------------------------------------------------------------
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike, strict: bool = True) -> "OmniConfig":
+    def from_dict(cls, d: dict[str, Any], strict: bool = True, where: str | None = None,
+                  components=None) -> "OmniConfig":
+        """Read, then validate the components that will be built (see `validate`)."""
+        cfg = super().from_dict(d, strict=strict, where=where, _nested=True)   # not checked yet
+        cfg.validate(where or cls.__name__, components)
+        return cfg
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, strict: bool = True,
+                       components=None) -> "OmniConfig":
         path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, "config.json")
@@ -840,7 +869,7 @@ class OmniConfig(_HFConfig):
         if d.get("model_type", "qwen3_omni_moe") != "qwen3_omni_moe":
             raise ConfigError(f"{path}: model_type={d.get('model_type')!r}; omni_ref reads only "
                               f"'qwen3_omni_moe'")
-        return cls.from_dict(d, strict=strict, where=path)
+        return cls.from_dict(d, strict=strict, where=path, components=components)
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = self.to_dict()

@@ -20,6 +20,10 @@ Speech (return_audio=True, report sections 2.4-2.5) chains three stages after th
     Code2Wav  codes (B, N, frames) -> 24 kHz waveform, decoded in chunks of 300 frames with 25
               frames of context (code2wav.CHUNK_SIZE, LEFT_CONTEXT_SIZE)
 
+`model.stream` (stream.py) runs the same stages interleaved, so that speech starts while the
+Thinker is still writing. The loops are generators (thinker_steps here, talker.talker_steps) that
+generate runs to the end and stream runs a pass at a time.
+
 HF mirrors: GenerationMixin._sample (the loop), Qwen3OmniMoeThinkerForConditionalGeneration
 ._prepare_position_ids_for_generation (positions) and Qwen3OmniMoeForConditionalGeneration.generate
 (option routing, the Talker hand-off, batched speech).
@@ -33,7 +37,8 @@ import torch
 
 from .code2wav import CHUNK_SIZE, LEFT_CONTEXT_SIZE
 from .layers import KVCache
-from .sampling import SamplingOptions, StopState, choose_next, process_logits
+from .sampling import (SamplingOptions, StopState, choose_next, padding_lengths,
+                       process_logits)
 from .talker import (TalkerGeneration, TalkerPrompt, build_prompt, suppressed_ids,
                      talker_generate, talker_position_ids)
 
@@ -68,6 +73,16 @@ class ThinkerGeneration:
     hidden_states: tuple | None = None
 
 
+@dataclass
+class ThinkerStep:
+    """One forward pass of the Thinker's loop, as `thinker_steps` yields it."""
+    step: int                     # 0 = the prefill
+    tokens: torch.Tensor          # (B,) the ids this pass chose (pad_token_id in finished rows)
+    sequences: torch.Tensor       # (B, T + step + 1): the prompt and every id chosen so far
+    hidden_states: tuple | None   # this pass's hidden states (HF layout), when asked for
+    done: bool                    # the last pass: every row ended, or max_new_tokens reached
+
+
 @torch.no_grad()
 def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                      max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int | None = None,
@@ -80,7 +95,27 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
     Stops when max_new_tokens are generated or every row has produced an eos id; finished rows are
     filled with pad_token_id (default: the config's pad id, else the first eos id, as HF).
     `generator` (not an HF option) makes sampling reproducible without seeding torch's global RNG.
-    `trace`, if a list, receives one StepRecord per forward pass."""
+    `trace`, if a list, receives one StepRecord per forward pass. The loop itself is
+    `thinker_steps`; this runs it to the end (stream.py runs it a pass at a time)."""
+    passes = []
+    for last in thinker_steps(thinker, input_ids, attention_mask, max_new_tokens, eos_token_id,
+                              pad_token_id, do_sample, temperature, top_k, top_p,
+                              repetition_penalty, generator, output_hidden_states, trace, **media):
+        passes.append(last.hidden_states)
+    if return_dict_in_generate:
+        return ThinkerGeneration(last.sequences, tuple(passes) if output_hidden_states else None)
+    return last.sequences
+
+
+@torch.no_grad()
+def thinker_steps(thinker, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  max_new_tokens: int = 20, eos_token_id=None, pad_token_id: int | None = None,
+                  do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50,
+                  top_p: float = 1.0, repetition_penalty: float = 1.0,
+                  generator: torch.Generator | None = None, output_hidden_states: bool = False,
+                  trace: list | None = None, **media):
+    """The Thinker's decoding loop, one forward pass at a time: a generator of ThinkerStep, the
+    prefill first, then one pass per token. Options as thinker_generate."""
     if input_ids is None or input_ids.ndim != 2:
         raise ValueError("thinker generation needs input_ids of shape (batch, seq): the token ids "
                          "of the prompt")
@@ -97,10 +132,11 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
     if mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {tuple(mask.shape)} must have the shape of input_ids "
                          f"{tuple(input_ids.shape)}")
-    stop = StopState(B, eos_token_id, pad_token_id)
+    stop = StopState(B, eos_token_id, pad_token_id, input_ids.device)
+    unpenalised = padding_lengths(mask)          # (B,): the penalty skips the left pads, as HF
     positions, _ = thinker.prompt_positions(input_ids, mask, **media)   # (3, B, T) TM-RoPE ids
     cache = KVCache()
-    sequences, hidden = input_ids, [] if output_hidden_states else None
+    sequences = input_ids
     step_ids = input_ids
     for step in range(max_new_tokens):
         t0 = time.perf_counter()
@@ -110,20 +146,17 @@ def thinker_generate(thinker, input_ids: torch.Tensor, attention_mask: torch.Ten
         if trace is not None:
             trace.append(StepRecord(step, step_ids.shape[1], cache.length, cache.nbytes(),
                                     time.perf_counter() - t0))
-        if hidden is not None:
-            hidden.append(out.hidden_states)
         media = {}                                          # media enter with the prompt only
-        scores = process_logits(out.logits[:, -1].float(), sequences, opts)          # (B, V)
+        scores = process_logits(out.logits[:, -1].float(), sequences, opts, unpenalised)
         next_tokens = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
         sequences = torch.cat([sequences, next_tokens[:, None]], dim=1)
-        if stop.update(next_tokens):
+        done = stop.update(next_tokens) or step == max_new_tokens - 1
+        yield ThinkerStep(step, next_tokens, sequences, out.hidden_states, done)
+        if done:
             break
         step_ids = next_tokens[:, None]                     # (B, 1): decode one position
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)   # (B, past + 1)
         positions = positions[..., -1:] + 1                 # (3, B, 1): the next on every axis
-    if return_dict_in_generate:
-        return ThinkerGeneration(sequences, tuple(hidden) if hidden is not None else None)
-    return sequences
 
 
 class UnknownSpeakerError(ValueError, NotImplementedError):
@@ -185,6 +218,19 @@ def _check_count(name: str, value, least: int, why: str) -> None:
         raise ValueError(f"{name}={value!r} must be a whole number >= {least}{why}")
 
 
+def no_speech_error(model, what: str, text_only: str) -> ValueError:
+    """The error for a request that speaks on a model without the Talker and Code2Wav: a
+    Thinker-only checkpoint (enable_audio_output=false, e.g. the Thinking and Captioner ones) has
+    no speech to load, any other was loaded without it."""
+    if not model.config.enable_audio_output:
+        return ValueError(f"{what} needs the Talker and Code2Wav, and this checkpoint has none: its "
+                          f"config says enable_audio_output=false (a Thinker-only checkpoint, like "
+                          f"Qwen3-Omni's Thinking and Captioner ones), so it writes text only: use "
+                          f"{text_only}")
+    return ValueError(f"{what} needs the Talker and Code2Wav: load the model with "
+                      f"components=('thinker', 'talker', 'code2wav'), or use {text_only}")
+
+
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan",
              use_audio_in_video: bool = False, return_audio: bool | None = None,
@@ -207,9 +253,7 @@ def generate(model, input_ids: torch.Tensor | None = None, speaker: str = "Ethan
     has_talker = (model.talker is not None and model.code2wav is not None
                   and model.config.enable_audio_output)
     if return_audio and not has_talker:
-        raise ValueError("return_audio=True needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav') (or pass "
-                         "return_audio=False for text only)")
+        raise no_speech_error(model, "return_audio=True", "return_audio=False")
     if return_audio is None:
         return_audio = has_talker
     if model.thinker is None:
@@ -243,11 +287,34 @@ def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan",
     (talker.suppressed_ids), repetition penalty over the codes chosen so far; the MTP samples
     (top-k 50, top-p 0.8) exactly when the Talker does, so talker_do_sample=False makes the whole
     run greedy."""
-    if model.talker is None or model.code2wav is None:
-        raise ValueError("speech needs the Talker and Code2Wav: load the model with "
-                         "components=('thinker', 'talker', 'code2wav')")
+    speaker_id, thinker_kwargs, talker_kwargs, opts = _speech_options(
+        model, input_ids, speaker, thinker_max_new_tokens, thinker_eos_token_id,
+        talker_max_new_tokens, talker_do_sample, talker_top_k, talker_top_p, talker_temperature,
+        talker_repetition_penalty, kwargs)
     cfg = model.config
-    talker_cfg = cfg.talker_config
+
+    thinker_kwargs.update(output_hidden_states=True, return_dict_in_generate=True)
+    result = thinker_generate(model.thinker, input_ids, **thinker_kwargs)
+    prompt = build_prompt(cfg, model.talker, model.thinker.model.embed_tokens, input_ids,
+                          thinker_kwargs.get("attention_mask"), result.sequences,
+                          result.hidden_states, speaker_id, thinker_kwargs.get("eos_token_id"))
+    positions = _talker_positions(prompt, cfg.talker_config, kwargs)
+    talker = talker_generate(model.talker, prompt, positions, talker_max_new_tokens, opts,
+                             output_logits=talker_output_logits, **talker_kwargs)
+    wav = codes_to_wav(model.code2wav, talker.codes, talker.sequences,
+                       talker_kwargs["eos_token_id"])
+    return Speech(result.sequences, wav, result, prompt, positions, talker, speaker_id)
+
+
+def _speech_options(model, input_ids, speaker, thinker_max_new_tokens, thinker_eos_token_id,
+                    talker_max_new_tokens, talker_do_sample, talker_top_k, talker_top_p,
+                    talker_temperature, talker_repetition_penalty, kwargs):
+    """Check a speech request and route its options (generate_speech and stream.py): returns
+    (speaker id, the Thinker loop's keywords, the Talker loop's keywords, Talker SamplingOptions).
+    """
+    if model.talker is None or model.code2wav is None:
+        raise no_speech_error(model, "speech", "generate(..., return_audio=False)")
+    talker_cfg = model.config.talker_config
     talker_cfg.check_codec_ids()
     speaker_id = speaker_id_of(talker_cfg, speaker)
     if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
@@ -267,24 +334,22 @@ def generate_speech(model, input_ids: torch.Tensor, speaker: str = "Ethan",
     _split_options(kwargs, thinker_kwargs, talker_kwargs)
     opts = SamplingOptions(talker_do_sample, talker_temperature, talker_top_k, talker_top_p,
                            talker_repetition_penalty)
+    return speaker_id, thinker_kwargs, talker_kwargs, opts
 
-    thinker_kwargs.update(output_hidden_states=True, return_dict_in_generate=True)
-    result = thinker_generate(model.thinker, input_ids, **thinker_kwargs)
-    prompt = build_prompt(cfg, model.talker, model.thinker.model.embed_tokens, input_ids,
-                          thinker_kwargs.get("attention_mask"), result.sequences,
-                          result.hidden_states, speaker_id, thinker_kwargs.get("eos_token_id"))
-    # HF hands the Talker the grids and audio lengths (not use_audio_in_video) for its TM-RoPE
-    # positions.
+
+def _talker_positions(prompt: TalkerPrompt, talker_cfg, kwargs) -> torch.Tensor:
+    """The Talker prompt's TM-RoPE positions (3, B, L). HF hands the Talker the grids and audio
+    lengths (not use_audio_in_video) of the request."""
     feature_mask = kwargs.get("feature_attention_mask")
     audio_lengths = feature_mask.sum(1) if feature_mask is not None else None
-    positions = talker_position_ids(prompt, talker_cfg, kwargs.get("image_grid_thw"),
-                                    kwargs.get("video_grid_thw"), audio_lengths,
-                                    kwargs.get("video_second_per_grid"))
-    talker = talker_generate(model.talker, prompt, positions, talker_max_new_tokens, opts,
-                             output_logits=talker_output_logits, **talker_kwargs)
-    wav = codes_to_wav(model.code2wav, talker.codes, talker.sequences,
-                       talker_kwargs["eos_token_id"])
-    return Speech(result.sequences, wav, result, prompt, positions, talker, speaker_id)
+    return talker_position_ids(prompt, talker_cfg, kwargs.get("image_grid_thw"),
+                               kwargs.get("video_grid_thw"), audio_lengths,
+                               kwargs.get("video_second_per_grid"))
+
+
+def no_frames_error() -> ValueError:
+    return ValueError("the Talker produced no codec frame (codec eos came first): there is "
+                      "nothing to decode; try another prompt or sampling settings")
 
 
 def codes_to_wav(code2wav, codes: torch.Tensor, sequences: torch.Tensor, eos_token_id):
@@ -297,15 +362,16 @@ def codes_to_wav(code2wav, codes: torch.Tensor, sequences: torch.Tensor, eos_tok
     Returns a list of (samples,) tensors."""
     B, _, n = codes.shape
     if n == 0:
-        raise ValueError("the Talker produced no codec frame (codec eos came first): there is "
-                         "nothing to decode; try another prompt or sampling settings")
+        raise no_frames_error()
     if B == 1:
         wav = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
                                       left_context_size=LEFT_CONTEXT_SIZE)
         return wav.float()
-    is_eos = torch.isin(sequences[:, :n], torch.as_tensor(eos_token_id).flatten())
-    lengths = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values   # (B,) frames per row
-    padding = (torch.arange(n)[None] >= lengths[:, None])[:, None, :]      # (B, 1, n)
+    eos = torch.as_tensor(eos_token_id, device=codes.device).flatten()
+    is_eos = torch.isin(sequences[:, :n], eos)
+    frame = torch.arange(n, device=codes.device)                           # (n,)
+    lengths = torch.where(is_eos, frame, n).min(dim=-1).values             # (B,) frames per row
+    padding = (frame[None] >= lengths[:, None])[:, None, :]                # (B, 1, n)
     codes = codes.masked_fill(padding, 0)
     wavs = code2wav.chunked_decode(codes, chunk_size=CHUNK_SIZE,
                                    left_context_size=LEFT_CONTEXT_SIZE)    # (B, 1, S)

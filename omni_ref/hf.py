@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import tempfile
 import warnings
 
 import torch
 from safetensors import safe_open
+import transformers
 from transformers import (Qwen3OmniMoeConfig, Qwen3OmniMoeForConditionalGeneration,
                           Qwen3OmniMoeProcessor)
+from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as hf_modeling
 from transformers.utils import logging as hf_logging
 
 from .checkpoint import _weight_map
@@ -52,6 +55,42 @@ def quiet():
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+# ---- the KV cache keyword: `past_key_values` up to transformers 5.23, `cache` from 5.24 ----------
+
+def _cache_keyword() -> str:
+    """The name HF's decoders give their KV cache, read once from the Thinker decoder's signature.
+
+    transformers 5.24 renamed `past_key_values` to `cache` in this model's forwards and outputs;
+    the old name still works there but warns (a FutureWarning on the way in, a logged notice on
+    the way out). Asking the signature, rather than the version number, keeps the helpers below
+    right on both sides of the rename, which `make compat V=5.23.0` needs."""
+    forward = hf_modeling.Qwen3OmniMoeThinkerTextModel.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+CACHE_KEYWORD = _cache_keyword()
+
+
+def cache_kwargs(cache) -> dict:
+    """{keyword: cache} for a direct call on an HF decoder: `theirs(..., **hf.cache_kwargs(c))`."""
+    return {CACHE_KEYWORD: cache}
+
+
+def new_cache(config):
+    """An empty HF KV cache (DynamicCache) for a decoder config, to pass with `cache_kwargs`."""
+    return transformers.DynamicCache(config=config)
+
+
+def output_cache(out):
+    """The KV cache an HF output carries (`out.cache` from 5.24, `out.past_key_values` before)."""
+    return getattr(out, CACHE_KEYWORD)
+
+
+def version() -> str:
+    """The transformers version this process imported (the pin, or the one `make compat` tries)."""
+    return transformers.__version__
 
 
 @quiet()

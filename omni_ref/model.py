@@ -13,6 +13,7 @@ from torch import nn
 from .code2wav import Code2Wav
 from .config import OmniConfig
 from .generate import generate as _generate
+from .stream import stream as _stream
 from .talker import Talker
 from .thinker import Thinker
 
@@ -38,12 +39,17 @@ class Qwen3Omni(nn.Module):
         code2wav   Code2Wav    codec codes -> 24 kHz waveform                      (code2wav.py)
 
     Build it from a checkpoint with `omni_ref.load(dir, components=...)`; `generate` is HF's
-    generate (generate.py)."""
+    generate (generate.py), `stream` the same request with speech as it is made (stream.py).
+    components default to those the config describes, as HF builds them: the Thinker alone when
+    enable_audio_output is false (the Thinking and Captioner checkpoints). The config is checked
+    for exactly the components built."""
 
-    def __init__(self, config: OmniConfig, components=COMPONENTS):
+    def __init__(self, config: OmniConfig, components=None):
         super().__init__()
         self.config = config
-        self.components = check_components(components)
+        self.components = check_components(
+            config.described_components if components is None else components)
+        config.validate("OmniConfig", self.components)
         self.thinker = Thinker(config.thinker_config) if "thinker" in self.components else None
         self.talker = Talker(config.talker_config) if "talker" in self.components else None
         self.code2wav = Code2Wav(config.code2wav_config) if "code2wav" in self.components else None
@@ -51,6 +57,11 @@ class Qwen3Omni(nn.Module):
     def generate(self, input_ids=None, **kwargs):
         """HF Qwen3OmniMoeForConditionalGeneration.generate: same options, same meaning."""
         return _generate(self, input_ids, **kwargs)
+
+    def stream(self, **kwargs):
+        """Speech while the Thinker is still writing: generate's options (and audio_chunk_frames),
+        yielding "text" and "audio" StreamEvents as they are produced (stream.py)."""
+        return _stream(self, **kwargs)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         """(submodule, parameter count) rows, one per top-level part of each loaded component."""

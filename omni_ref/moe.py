@@ -207,7 +207,7 @@ def expert_usage(routing: list, token_mask: torch.Tensor | None = None) -> torch
     rows = []
     for r in routing:
         if r is None:
-            rows.append(torch.zeros(first.num_experts))
+            rows.append(torch.zeros(first.num_experts, device=first.experts.device))
             continue
         B, T, _ = r.experts.shape
         n = B * T if token_mask is None else int(token_mask.sum())
@@ -260,19 +260,20 @@ def load_balancing_loss(router_logits, num_experts: int, top_k: int,
     layers = [lg.reshape(-1, lg.shape[-1]).float() for lg in router_logits]
     if not layers:
         raise ValueError("load_balancing_loss needs router logits of at least one MoE layer")
-    n_tokens = layers[0].shape[0]
-    weight = (torch.ones(n_tokens) if attention_mask is None
+    n_tokens, device = layers[0].shape[0], layers[0].device
+    weight = (torch.ones(n_tokens, device=device) if attention_mask is None
               else attention_mask.reshape(-1).float())               # (N,) 1 for tokens that count
     if weight.shape[0] != n_tokens:
         raise ValueError(f"attention_mask has {weight.shape[0]} positions but the router saw "
                          f"{n_tokens} tokens; pass the mask of the same forward call")
-    assigned = torch.zeros(num_experts)
-    prob_sum = torch.zeros(num_experts)
+    assigned = torch.zeros(num_experts, device=device)
+    prob_sum = torch.zeros(num_experts, device=device)
     for logits in layers:
         probs = torch.softmax(logits, dim=-1)                        # (N, E)
         chosen = torch.topk(probs, top_k, dim=-1).indices            # (N, k)
         slot_weight = weight.repeat_interleave(top_k)                # (N*k,) a token's k slots
-        assigned += torch.zeros(num_experts).scatter_add_(0, chosen.reshape(-1), slot_weight)
+        assigned += assigned.new_zeros(num_experts).scatter_add_(0, chosen.reshape(-1),
+                                                                 slot_weight)
         prob_sum += (probs * weight[:, None]).sum(0)
     rows = weight.sum() * len(layers)
     return num_experts * torch.sum((assigned / rows) * (prob_sum / rows))

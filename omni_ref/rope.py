@@ -40,9 +40,9 @@ DEFAULT_MROPE_SECTION = (24, 20, 20)
 
 # ---- the rotation ------------------------------------------------------------------------------
 
-def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+def rope_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
     """Frequencies of the head_dim/2 rotating pairs: theta^(-2i/d), fastest first. (head_dim/2,)"""
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
     return 1.0 / theta ** exponents
 
 
@@ -81,14 +81,15 @@ def vision_rotary(positions: torch.Tensor, head_dim: int, theta: float):
 
     Half of each head rotates with the patch row, half with the column, both with the same
     head_dim / 4 frequencies. Layout [row angles | col angles] twice (see `_cos_sin`)."""
-    inv_freq = rope_inv_freq(head_dim // 2, theta).to(positions.device)      # (d/4,)
+    inv_freq = rope_inv_freq(head_dim // 2, theta, positions.device)         # (d/4,)
     angles = positions[..., None].float() * inv_freq                        # (patches, 2, d/4)
     return _cos_sin(angles.flatten(1))                                      # (patches, d) each
 
 
 # ---- 3-D: TM-RoPE ------------------------------------------------------------------------------
 
-def axis_of_pairs(num_pairs: int, mrope_section=DEFAULT_MROPE_SECTION) -> torch.Tensor:
+def axis_of_pairs(num_pairs: int, mrope_section=DEFAULT_MROPE_SECTION,
+                  device=None) -> torch.Tensor:
     """Which position axis (0 time, 1 height, 2 width) drives each frequency pair: (head_dim/2,).
 
     Height takes pairs 1, 4, 7, ... below 3 * section[1]; width takes 2, 5, 8, ... below 3 *
@@ -97,7 +98,7 @@ def axis_of_pairs(num_pairs: int, mrope_section=DEFAULT_MROPE_SECTION) -> torch.
     (head_dim 8, section [1, 1, 2]) ends up with time 2, height 1, width 1 pairs, not 1, 1, 2. We
     reproduce that rather than "fix" it.
     """
-    axis = torch.zeros(num_pairs, dtype=torch.long)
+    axis = torch.zeros(num_pairs, dtype=torch.long, device=device)
     axis[1:3 * mrope_section[1]:3] = 1
     axis[2:3 * mrope_section[2]:3] = 2
     return axis
@@ -111,7 +112,7 @@ def multimodal_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor,
         raise ValueError(f"position_ids must be (3, batch, seq) for time/height/width, got "
                          f"{tuple(position_ids.shape)}")
     angles = position_ids[..., None].float() * inv_freq.float()     # (3, B, T, d/2): every axis
-    axis = axis_of_pairs(inv_freq.shape[0], mrope_section).to(angles.device)
+    axis = axis_of_pairs(inv_freq.shape[0], mrope_section, angles.device)
     index = axis.view(1, 1, 1, -1).expand(1, *angles.shape[1:])      # (1, B, T, d/2)
     angles = angles.gather(0, index)[0]                              # (B, T, d/2): pair i's axis
     return _cos_sin(angles, dtype)                                   # (B, T, d) each
@@ -125,11 +126,12 @@ class MultimodalRotary:
 
     def __init__(self, cfg):
         rope = cfg.rope_parameters or {}
-        self.inv_freq = rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta)
+        self.head_dim, self.theta = cfg.resolved_head_dim, cfg.rope_theta
         self.mrope_section = tuple(rope.get("mrope_section") or DEFAULT_MROPE_SECTION)
 
     def __call__(self, position_ids: torch.Tensor, dtype=torch.float32):
-        return multimodal_cos_sin(position_ids, self.inv_freq, self.mrope_section, dtype)
+        inv_freq = rope_inv_freq(self.head_dim, self.theta, position_ids.device)   # (d/2,)
+        return multimodal_cos_sin(position_ids, inv_freq, self.mrope_section, dtype)
 
 
 # ---- position ids of text ----------------------------------------------------------------------
@@ -151,9 +153,10 @@ def text_position_ids(attention_mask: torch.Tensor, pad_value: int = 1) -> torch
     return pos[None].expand(3, -1, -1)                               # (3, B, T): same on t, h, w
 
 
-def arange_position_ids(batch: int, length: int, start: int = 0) -> torch.Tensor:
+def arange_position_ids(batch: int, length: int, start: int = 0, device=None) -> torch.Tensor:
     """Positions start .. start+length-1 on all three axes, unpadded text: (3, batch, length)."""
-    return torch.arange(start, start + length).view(1, 1, -1).expand(3, batch, length)
+    positions = torch.arange(start, start + length, device=device)               # (length,)
+    return positions.view(1, 1, -1).expand(3, batch, length)
 
 
 def as_3d_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
@@ -174,9 +177,9 @@ def as_3d_position_ids(position_ids: torch.Tensor) -> torch.Tensor:
 
 # ---- position ids of a multimodal prompt (HF's get_rope_index) ---------------------------------
 
-def _run(length, start) -> torch.Tensor:
+def _run(length, start, device) -> torch.Tensor:
     """(3, length) positions start, start+1, ... on all three axes: text, special tokens, audio."""
-    return torch.arange(length, dtype=torch.float32).expand(3, length) + start
+    return torch.arange(length, dtype=torch.float32, device=device).expand(3, length) + start
 
 
 def _grid(t_values: torch.Tensor, grid_h: int, grid_w: int, start) -> torch.Tensor:
@@ -184,8 +187,10 @@ def _grid(t_values: torch.Tensor, grid_h: int, grid_w: int, start) -> torch.Tens
     time from `t_values` (one per frame), height = row, width = column, all offset by `start`."""
     n = len(t_values)
     t = t_values.float().repeat_interleave(grid_h * grid_w)
-    h = torch.arange(grid_h, dtype=torch.float32).repeat_interleave(grid_w).repeat(n)
-    w = torch.arange(grid_w, dtype=torch.float32).repeat(grid_h * n)
+    rows = torch.arange(grid_h, dtype=torch.float32, device=t.device)
+    cols = torch.arange(grid_w, dtype=torch.float32, device=t.device)
+    h = rows.repeat_interleave(grid_w).repeat(n)
+    w = cols.repeat(grid_h * n)
     return torch.stack([t, h, w]) + start
 
 
@@ -244,7 +249,8 @@ def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tenso
         return pos, last + 1 - attention_mask.sum(-1, keepdim=True)
     merge, per_second = config.spatial_merge_size, config.position_id_per_seconds
     vstart, astart = config.vision_start_token_id, config.audio_start_token_id
-    out = torch.zeros(3, *input_ids.shape)
+    device = input_ids.device
+    out = torch.zeros(3, *input_ids.shape, device=device)
     deltas = []
     counters = {"image": 0, "video": 0, "audio": 0}   # media items used so far, across the batch
 
@@ -271,7 +277,7 @@ def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tenso
                 break
             pos = after_last()
             if k > st:
-                blocks.append(_run(k - st, pos))
+                blocks.append(_run(k - st, pos, device))
                 pos += k - st
             if ids[k] == astart:
                 kind = "audio"
@@ -283,19 +289,20 @@ def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tenso
                 kind = "audio_in_video"
             # <vision_start><audio_start> open an audio-in-video run; both are closed after it.
             marks = 2 if kind == "audio_in_video" else 1
-            blocks.append(_run(marks, pos))
+            blocks.append(_run(marks, pos, device))
             pos += marks
             n_media = 0
             if kind in ("audio", "audio_in_video"):
                 frames = audio_feature_lengths[take("audio")]
                 n_audio = int(audio_token_count(frames, config.audio_config.n_window))
-                audio = _run(n_audio, pos)
+                audio = _run(n_audio, pos, device)
                 n_media += n_audio
             if kind != "audio":
                 v = take("image" if kind == "image" else "video")
                 t, h, w = (image_grid_thw if kind == "image" else video_grid_thw)[v].tolist()
                 seconds = 1.0 if kind == "image" else float(video_second_per_grid[v])
-                grid = _grid(torch.arange(t) * seconds * per_second, h // merge, w // merge, pos)
+                frame_times = torch.arange(t, device=device) * seconds * per_second
+                grid = _grid(frame_times, h // merge, w // merge, pos)
                 n_media += t * h * w // merge ** 2
             if kind == "audio":
                 blocks.append(audio)
@@ -303,10 +310,10 @@ def multimodal_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tenso
                 blocks += _by_time(grid, audio)
             else:
                 blocks.append(grid)
-            blocks.append(_run(marks, after_last()))
+            blocks.append(_run(marks, after_last(), device))
             st = k + 2 * marks + n_media
         if st < len(ids):
-            blocks.append(_run(len(ids) - st, after_last()))
+            blocks.append(_run(len(ids) - st, after_last(), device))
         row = torch.cat(blocks, dim=1)
         out[:, b, real] = row
         deltas.append(row.max() + 1 - len(ids))

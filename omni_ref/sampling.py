@@ -2,7 +2,9 @@
 
     scores = logits of the last position, in fp32                        (B, V)
     1. repetition penalty   every id already in the sequence (prompt included) is made less likely:
-                            a positive score is divided by the penalty, a negative one multiplied
+                            a positive score is divided by the penalty, a negative one multiplied;
+                            the first `ignore_first[b]` positions of row b do not count (HF: the
+                            left-padding length of the attention mask, see below)
     -- only when sampling (do_sample=True): --
     2. temperature          scores / T: T < 1 sharpens the distribution, T > 1 flattens it
     3. top-k                keep the k highest scores (ties with the k-th are kept), the rest
@@ -16,6 +18,14 @@ GenerationMixin._sample. The defaults are HF's global generation defaults (tempe
 top_p 1, repetition penalty 1, greedy): note that top_k=50 is therefore active whenever you sample
 without naming top_k, exactly as in HF. A penalty of 1, a temperature of 1, top_k of 0/None and
 top_p of 1 switch the corresponding step off.
+
+Left padding and the penalty. HF's generate builds its RepetitionPenaltyLogitsProcessor with
+prompt_ignore_length = the number of leading zeros of each row's attention mask (padding_lengths),
+and the processor skips that many leading positions of the ids it is given. For the Thinker those
+positions are exactly the pad tokens of the prompt, so padding is never penalised. HF's Talker is
+called with inputs_embeds only, so its ids hold the generated codes alone: there the same count
+skips the first codes a left-padded row generates (a row with p pads has its first p codes left
+out of the penalty), which a row run alone does not. `padding_lengths` computes the count.
 """
 from __future__ import annotations
 
@@ -52,14 +62,27 @@ class SamplingOptions:
 
 # ---- the processors (each (B, V) -> (B, V), never in place) -------------------------------------
 
-def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
-                             penalty: float) -> torch.Tensor:
+def padding_lengths(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, L) mask -> (B,) index of each row's first kept position: its number of left pads (0 for
+    a row without padding), as HF's generate computes prompt_ignore_length."""
+    if attention_mask is None:
+        return None
+    return (attention_mask != 0).int().argmax(dim=1)
+
+
+def apply_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor, penalty: float,
+                             ignore_first: torch.Tensor | None = None) -> torch.Tensor:
     """Scores of the ids present in input_ids (B, L) are divided (if > 0) or multiplied (if < 0) by
-    `penalty`, once per id however often it occurs. Every id counts, left padding included, as in
-    HF."""
-    seen = scores.gather(1, input_ids)                                   # (B, L)
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return scores.scatter(1, input_ids, seen)
+    `penalty`, once per id however often it occurs. Positions j < ignore_first[b] (B,) of row b do
+    not count (HF's prompt_ignore_length)."""
+    V = scores.shape[-1]
+    if ignore_first is not None:
+        skipped = torch.arange(input_ids.shape[1], device=input_ids.device) < ignore_first[:, None]
+        input_ids = input_ids.masked_fill(skipped, V)   # (B, L): to a spare column, dropped below
+    seen = torch.zeros(scores.shape[0], V + 1, dtype=torch.bool, device=scores.device)
+    seen = seen.scatter(1, input_ids, True)                                  # (B, V + 1)
+    penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return torch.where(seen[:, :V], penalised, scores)                        # (B, V)
 
 
 def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -84,11 +107,13 @@ def apply_top_p(scores: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1)
     return scores.masked_fill(drop, float("-inf"))
 
 
-def process_logits(scores: torch.Tensor, input_ids: torch.Tensor,
-                   opts: SamplingOptions) -> torch.Tensor:
-    """All active processors in HF's order: scores (B, V) fp32 next-token logits; ids (B, L)."""
+def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, opts: SamplingOptions,
+                   ignore_first: torch.Tensor | None = None) -> torch.Tensor:
+    """All active processors in HF's order: scores (B, V) fp32 next-token logits; ids (B, L);
+    ignore_first (B,) leading positions the penalty skips (padding_lengths of the prompt mask)."""
     if opts.repetition_penalty != 1.0:
-        scores = apply_repetition_penalty(scores, input_ids, opts.repetition_penalty)
+        scores = apply_repetition_penalty(scores, input_ids, opts.repetition_penalty,
+                                          ignore_first)
     if opts.do_sample:
         if opts.temperature != 1.0:
             scores = apply_temperature(scores, opts.temperature)
@@ -112,11 +137,11 @@ def choose_next(scores: torch.Tensor, do_sample: bool,
 
 # ---- stopping -----------------------------------------------------------------------------------
 
-def eos_ids(eos_token_id) -> torch.Tensor | None:
+def eos_ids(eos_token_id, device=None) -> torch.Tensor | None:
     """None, an int or a list of ints -> 1D tensor of stop ids (or None)."""
     if eos_token_id is None:
         return None
-    ids = torch.as_tensor(eos_token_id, dtype=torch.long).reshape(-1)
+    ids = torch.as_tensor(eos_token_id, dtype=torch.long, device=device).reshape(-1)
     if (ids < 0).any():
         raise ValueError(f"eos_token_id={eos_token_id!r}: token ids must be >= 0")
     return ids
@@ -127,12 +152,13 @@ class StopState:
     then on it receives `pad_token_id` (default: the first eos id, as HF) while the other rows go
     on."""
 
-    def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None):
-        self.eos = eos_ids(eos_token_id)
+    def __init__(self, batch: int, eos_token_id=None, pad_token_id: int | None = None,
+                 device=None):
+        self.eos = eos_ids(eos_token_id, device)
         if pad_token_id is None and self.eos is not None:
             pad_token_id = int(self.eos[0])
         self.pad = pad_token_id
-        self.unfinished = torch.ones(batch, dtype=torch.bool)
+        self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
 
     def fill_finished(self, next_tokens: torch.Tensor) -> torch.Tensor:
         if self.eos is None:

@@ -3,9 +3,12 @@
 Qwen3-Omni report section 2.5: the Talker emits one 16-code frame per 80 ms of speech and Code2Wav,
 being causal, can turn frames into audio while later ones are still being generated; the first
 audio packet therefore waits for one chunk of frames, not for the whole answer. HF exposes this as
-Qwen3OmniMoeCode2Wav.chunked_decode (a loop over a finished code tensor); StreamingCode2Wav is the
-same computation fed piece by piece, and it reproduces chunked_decode exactly whatever the sizes of
-the pieces.
+Qwen3OmniMoeCode2Wav.chunked_decode (a loop over a finished code tensor). Two streaming decoders:
+
+    StreamingCode2Wav   chunked_decode fed piece by piece: each chunk decoded again from codes,
+                        with left context; equals HF's chunked_decode (and HF's generate)
+    Code2WavStream      truly incremental: every layer carries its state from piece to piece;
+                        equals the full decode code2wav(codes), audio out after every frame
 
 Also here: the receptive field of Code2Wav in frames (how much left context a chunk needs to be
 decoded as if it were inside the full sequence), the boundary error of chunked decoding against the
@@ -19,8 +22,7 @@ import time
 import torch
 
 from .code2wav import (CHUNK_SIZE, LEFT_CONTEXT_SIZE, SAMPLE_RATE, CausalConv, CausalTransConv,
-                       Code2Wav,
-                       chunk_spans, samples_lost_at_start)
+                       Code2Wav, StreamState, chunk_spans, samples_lost_at_start)
 from .config import Code2WavConfig
 
 
@@ -38,9 +40,10 @@ class StreamingCode2Wav:
     `left_context_size` frames already decoded (the next chunk's context) and the frames of the
     current chunk that has not filled up yet (< chunk_size). For the real model with HF's defaults
     that is 25 x 16 integers of context. Caching activations instead (the pre-transformer's keys
-    and values over its window, the tails of every convolution) would let each chunk continue from
-    the previous one; that gives a different result (the full decode's, without its boundary error)
-    and not chunked_decode's, which recomputes its context from codes by design.
+    and values over its window, the tails of every convolution) lets each piece continue from the
+    previous one; that is Code2WavStream below, and it gives a different result (the full
+    decode's, without the boundary error) from chunked_decode's, which recomputes its context from
+    codes by design.
     """
 
     def __init__(self, code2wav: Code2Wav, chunk_size: int = CHUNK_SIZE,
@@ -97,13 +100,126 @@ class StreamingCode2Wav:
         return wav
 
     def _empty(self, batch):
-        p = next(self.code2wav.parameters())
-        return torch.zeros(batch, 1, 0, dtype=p.dtype, device=p.device)
+        return _empty_audio(self.code2wav, batch)
 
     def state_nbytes(self) -> int:
         """Bytes held between calls: the context codes and the pending codes, nothing else."""
         held = [t for t in (self._context, self._pending) if t is not None]
         return sum(t.numel() * t.element_size() for t in held)
+
+
+def _empty_audio(code2wav: Code2Wav, batch: int) -> torch.Tensor:
+    p = next(code2wav.parameters())
+    return torch.zeros(batch, 1, 0, dtype=p.dtype, device=p.device)
+
+
+class Code2WavStream:
+    """Incremental Code2Wav whose joined output equals the full decode `code2wav(codes)`.
+
+        s = Code2WavStream(model.code2wav)   # the batch size is fixed by the first push
+        for piece in pieces:                 # (B, Q, n), any n >= 0
+            play(s.push(piece))              # (B, 1, m): every sample no later frame can change
+        play(s.flush())                      # (B, 1, 0): nothing is left (see below); closes
+
+    Report section 2.5: Code2Wav is causal throughout, so it can decode frame by frame, carrying
+    each layer's state instead of recomputing history. What is carried (code2wav.StreamState):
+
+    - pre-transformer: per layer the keys and values of the last sliding_window - 1 frames, and
+      the frame count, so rotary positions continue (the full decode's positions, not restarted);
+    - every causal conv: its last left_pad = (kernel - 1) * dilation inputs (the ConvNeXt
+      depthwise convs, the decoder's first and last convs, the residual units' dilated convs);
+    - every decoder transposed conv (kernel 2r, stride r): its last input, because output block j
+      mixes inputs j - 1 and j. (Keeping the input, C_in values, instead of the overlapping half
+      of the previous output, C_out * r values, is the same information and smaller.)
+
+    For the real config (hidden 1024, 8 layers, window 72, decoder_dim 1536), batch 1, fp32, once
+    71 frames have been pushed: 4,653,056 bytes of keys and values (8 layers x 2 x 71 frames x
+    1024) and 536,832 bytes of conv inputs (134,208 values, most of them the residual units'
+    6 * (1 + 3 + 9) = 78 steps per block), 5.19 MB in all; it grows no further.
+
+    Latency and the 555-sample quirk (code2wav.py): a decoder transposed conv's output block j
+    needs input j, so after k frames exactly the full decode of k frames, 1920 k - 555 samples,
+    is final: push returns samples up to that count (1365 after the first frame), and the next
+    sample needs frame k. The left trim drops the stream's first samples once; the right trim
+    drops exactly the block that would need a frame after the last, so flush has no samples left
+    to give: it returns (B, 1, 0) and closes the stream (push then raises; reset() starts anew).
+
+    Against StreamingCode2Wav (= HF chunked_decode = HF generate's audio): for up to CHUNK_SIZE =
+    300 frames both equal the full decode, but StreamingCode2Wav's first audio waits for a whole
+    chunk (300 frames = 24 s by default) and each chunk re-decodes its 25-frame left context.
+    Beyond 300 frames, chunked decoding has boundary error and skips 555 samples per boundary;
+    this stream stays equal to the full decode. Measured on the demo preset (random weights,
+    random codes of generator seed 0), 330 frames, pushed 4 at a time: this stream gives 633,045
+    samples, max |stream - full decode| 6.5e-09; StreamingCode2Wav with HF's 300/25 gives 632,490
+    (555 fewer). Its first chunk differs from the full decode by 5.6e-09; its second chunk, next
+    to the full decode's samples at the aligned place (aligned_full_span), by up to 2.1e-06
+    (boundary error: 25 frames of context, a receptive field of 151), and at the same sample
+    index by up to 1.2e-03 (the 555-sample shift; the signal's peak is 1.4e-02). Time, one CPU
+    thread of a busy shared machine (noisy): a push of 4 frames takes 140-160 ms whatever the
+    history, about what decoding 4 frames from scratch takes, and what the full decode spends per
+    4 frames (112-160 ms; 18.0 s for all 330 frames). StreamingCode2Wav(4, 25) decodes 29 frames
+    per 4-frame chunk: 4 to 5 times this stream's time per push (notebook 06 measures both).
+    """
+
+    def __init__(self, code2wav: Code2Wav):
+        self.code2wav = code2wav
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = StreamState()
+        self._batch = None            # fixed by the first push
+        self.frames_in = 0            # frames pushed so far
+        self.samples_out = 0          # samples returned so far
+        self.finished = False
+
+    @torch.no_grad()          # the carried state must not drag an autograd graph from push to push
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode the next frames (B, Q, n >= 0) -> (B, 1, m): the audio that became final."""
+        if self.finished:
+            raise RuntimeError("this stream was flushed: its audio is complete; call reset() to "
+                               "start another")
+        self.code2wav.check_codes(codes, allow_empty=True)     # an empty (B, Q, 0) piece is fine
+        if self._batch is None:
+            self._batch = codes.shape[0]
+        elif codes.shape[0] != self._batch:
+            raise ValueError(f"this stream has batch size {self._batch}, the piece has "
+                             f"{codes.shape[0]}: keep the batch fixed for the whole stream "
+                             "(or reset() to start another)")
+        if codes.shape[-1] == 0:
+            return _empty_audio(self.code2wav, self._batch)
+        wav = self.code2wav.step(codes, self._state)     # (B, 1, 1920 n), 555 fewer the 1st time
+        self.frames_in += codes.shape[-1]
+        self.samples_out += wav.shape[-1]
+        return wav
+
+    def flush(self) -> torch.Tensor:
+        """End of the codes: the audio still owed, which is none (class doc); closes the stream."""
+        if self.finished:
+            raise RuntimeError("this stream was already flushed; call reset() to start another")
+        self.finished = True
+        return _empty_audio(self.code2wav, self._batch or 0)
+
+    def state_nbytes(self) -> int:
+        """Bytes carried between calls: keys and values, conv inputs (class doc)."""
+        return self._state.nbytes()
+
+    def state_parts(self) -> dict[str, int]:
+        """state_nbytes split by the part of Code2Wav that carries it."""
+        parts = dict.fromkeys(["pre-transformer keys and values", "ConvNeXt depthwise conv inputs",
+                               "decoder causal conv inputs", "transposed conv inputs"], 0)
+        kv = self._state.kv
+        if kv is not None:
+            parts["pre-transformer keys and values"] = sum(
+                t.numel() * t.element_size() for t in kv.keys + kv.values)
+        for name, m in self.code2wav.named_modules():
+            tail = self._state.tails.get(m)
+            if tail is None:
+                continue
+            part = ("ConvNeXt depthwise conv inputs" if name.endswith("dwconv") else
+                    "transposed conv inputs" if isinstance(m, CausalTransConv) else
+                    "decoder causal conv inputs")
+            parts[part] += tail.numel() * tail.element_size()
+        return parts
 
 
 # ---- how far back Code2Wav looks ----------------------------------------------------------------

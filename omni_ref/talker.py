@@ -29,7 +29,8 @@ from .config import OmniConfig, TalkerConfig, TalkerTextConfig
 from .layers import ACTIVATIONS, KVCache, RMSNorm, decoder_layers
 from .moe import RoutingStats, sparse_moe
 from .rope import as_3d_position_ids, multimodal_position_ids, text_position_ids
-from .sampling import SamplingOptions, StopState, choose_next, process_logits
+from .sampling import (SamplingOptions, StopState, choose_next, padding_lengths,
+                       process_logits)
 from .thinker import MoEDecoder
 
 # The position id HF's Talker gives padding in text-only prompts (HF's Thinker gives 1). Padding is
@@ -84,7 +85,8 @@ class Talker(nn.Module):
         code_predictor     CodePredictor   the MTP module: codebooks 1..N-1 of each frame
 
     `build_prompt` (below) makes its prompt, `forward` runs one pass, `next_input` completes a
-    frame and builds the next step's input, `talker_generate` loops them."""
+    frame and builds the next step's input, `talker_steps` loops them (`talker_generate` runs the
+    loop to the end, stream.py a step at a time)."""
 
     def __init__(self, cfg: TalkerConfig):
         super().__init__()
@@ -114,7 +116,7 @@ class Talker(nn.Module):
             past = past_key_values.length if past_key_values is not None else 0
             mask = attention_mask
             if mask is None:
-                mask = torch.ones(B, past + T, dtype=torch.long)
+                mask = torch.ones(B, past + T, dtype=torch.long, device=inputs_embeds.device)
             position_ids = text_position_ids(mask, pad_value=PAD_POSITION)[..., -T:]
         dec = self.model(inputs_embeds, as_3d_position_ids(position_ids), attention_mask,
                          past_key_values, output_hidden_states)
@@ -155,6 +157,20 @@ class TalkerPrompt:
     tts_pad_embed: torch.Tensor   # (1, 1, H): fed once the trailing text is used up
     user_length: int              # U
     sources: list = field(default_factory=list)   # row 0: what each position is made of (plots)
+    tts_eos_embed: torch.Tensor | None = None    # (1, 1, H): marks the end of the answer's text
+    # False while the Thinker is still writing (stream.py appends trailing_text as it goes)
+    text_complete: bool = True
+
+    def text_at(self, step: int) -> torch.Tensor:
+        """The text vector (B, 1, H) added to the Talker's input after step `step`: trailing text
+        entry `step`, tts_pad once they are used up."""
+        B, n = self.trailing_text.shape[:2]
+        if step < n:
+            return self.trailing_text[:, step:step + 1]
+        if not self.text_complete:
+            raise RuntimeError(f"trailing text entry {step} is not known yet ({n} so far): run "
+                               "the Thinker until it has written the token this entry holds")
+        return self.tts_pad_embed.expand(B, -1, -1)
 
     def segments(self) -> list[tuple[str, int, int]]:
         """Row 0's prompt as runs of equal source: (source, start, end) with end exclusive."""
@@ -201,12 +217,12 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
         mask = attention_mask.to(input_ids.device)
     embeds = torch.cat([p[0] for p in passes], dim=1)                        # (B, T + n - 1, Dt)
     hidden = torch.cat([p[talker_cfg.accept_hidden_layer] for p in passes], dim=1)   # the same
-    media_ids = torch.tensor([thinker_cfg.audio_token_id, thinker_cfg.image_token_id,
-                              thinker_cfg.video_token_id])
+    media_ids = input_ids.new_tensor([thinker_cfg.audio_token_id, thinker_cfg.image_token_id,
+                                      thinker_cfg.video_token_id])
     media = torch.isin(sequences, media_ids)                                 # (B, T + n)
 
     # -- user turns: a position belongs to the turn of the last <|im_start|> at or before it
-    pos = torch.arange(T).expand(B, T)
+    pos = torch.arange(T, device=input_ids.device).expand(B, T)
     is_start = input_ids == config.im_start_token_id
     turn_start = torch.where(is_start, pos, -1).cummax(-1).values.clamp_min(0)     # (B, T)
     role = input_ids.gather(1, (turn_start + 1).clamp_max(T - 1))                   # (B, T)
@@ -224,7 +240,8 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     projected = _project_user(talker, embeds[:, :T], hidden[:, :T], media[:, :T])   # (B, T, H)
     user_embeds = projected.gather(1, order[..., None].expand(-1, -1, projected.shape[-1]))
     user_ids = sequences[:, :T].gather(1, order)                                     # (B, U)
-    user_mask = (torch.arange(U)[None] >= (U - n_user)[:, None]).to(mask.dtype)     # right-aligned
+    user_pos = torch.arange(U, device=input_ids.device)[None]                        # (1, U)
+    user_mask = (user_pos >= (U - n_user)[:, None]).to(mask.dtype)                   # right-aligned
 
     # -- the assistant turn being answered: HF finds it in row 0 (left padding aligns every row's
     # end)
@@ -234,8 +251,8 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
         raise ValueError("the prompt does not end with an assistant turn (<|im_start|>assistant): "
                          "build it with apply_chat_template(..., add_generation_prompt=True)")
     a = int(starts[-1])
-    special = torch.tensor([[config.tts_bos_token_id, config.tts_eos_token_id,
-                             config.tts_pad_token_id]])
+    special = input_ids.new_tensor([[config.tts_bos_token_id, config.tts_eos_token_id,
+                                     config.tts_pad_token_id]])
     specials = talker.text_projection(text_embedding(special))                       # (1, 3, H)
     tts_bos, tts_eos, tts_pad = specials.chunk(3, dim=1)                           # (1, 1, H) each
     assistant = talker.text_projection(embeds[:, a:])                   # (B, T - a + n - 1, H)
@@ -245,9 +262,10 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
                          f"rest is fed step by step): raise thinker_max_new_tokens")
     text_side = torch.cat([assistant[:, :3], tts_pad.expand(B, 4, -1), tts_bos.expand(B, -1, -1),
                            assistant[:, 3:4]], dim=1)                                # (B, 9, H)
-    codec_ids = torch.tensor([[talker_cfg.codec_nothink_id, talker_cfg.codec_think_bos_id,
-                               talker_cfg.codec_think_eos_id, speaker_id, talker_cfg.codec_pad_id,
-                               talker_cfg.codec_bos_id]]).expand(B, -1)              # (B, 6)
+    codec_ids = input_ids.new_tensor([[talker_cfg.codec_nothink_id, talker_cfg.codec_think_bos_id,
+                                       talker_cfg.codec_think_eos_id, speaker_id,
+                                       talker_cfg.codec_pad_id,
+                                       talker_cfg.codec_bos_id]]).expand(B, -1)      # (B, 6)
     codec_side = torch.cat([text_side.new_zeros(B, 3, text_side.shape[-1]),
                             talker.model.codec_embedding(codec_ids)], dim=1)         # (B, 9, H)
     trailing = torch.cat([assistant[:, 4:], tts_eos.expand(B, -1, -1)], dim=1)      # (B, n - 1, H)
@@ -260,12 +278,13 @@ def build_prompt(config: OmniConfig, talker: Talker, text_embedding: nn.Embeddin
     sources = ["padding"] * pads + [
         "user media: hidden_projection" if m else "user text: text_projection"
         for m in row0_media] + list(ASSISTANT_SEGMENTS)
-    tts_pad_ids = torch.full((B, 9), config.tts_pad_token_id, dtype=user_ids.dtype)
+    tts_pad_ids = user_ids.new_full((B, 9), config.tts_pad_token_id)
     return TalkerPrompt(
         inputs_embeds=torch.cat([user_embeds, text_side + codec_side], dim=1),
         attention_mask=torch.cat([user_mask, mask.new_ones(B, 9)], dim=1),
         input_ids=torch.cat([user_ids, tts_pad_ids], dim=1),
-        trailing_text=trailing, tts_pad_embed=tts_pad, user_length=U, sources=sources)
+        trailing_text=trailing, tts_pad_embed=tts_pad, user_length=U, sources=sources,
+        tts_eos_embed=tts_eos)
 
 
 def _project_user(talker: Talker, embeds, hidden, media) -> torch.Tensor:
@@ -284,11 +303,12 @@ def _end_text_at_eos(trailing, generated, eos_token_id, tts_eos, tts_pad):
     """Entry j of `trailing` holds generated token j + 1. A row whose first eos is generated token
     e gets tts_eos at entry e and tts_pad after it, so a short answer in a batch ends when its own
     text ends (HF's rule; for the longest row this changes nothing)."""
-    eos = torch.as_tensor(eos_token_id).flatten()
+    eos = torch.as_tensor(eos_token_id, device=generated.device).flatten()
     is_eos = torch.isin(generated, eos)                                      # (B, n)
     n = generated.shape[1]
-    first = torch.where(is_eos, torch.arange(n), n).min(dim=-1).values       # (B,)
-    j = torch.arange(trailing.shape[1])[None]                                # (1, n - 1)
+    steps = torch.arange(n, device=generated.device)                         # (n,)
+    first = torch.where(is_eos, steps, n).min(dim=-1).values                 # (B,)
+    j = torch.arange(trailing.shape[1], device=generated.device)[None]       # (1, n - 1)
     after = (j > first[:, None])[..., None]                                  # (B, n - 1, 1)
     at = (j == first[:, None])[..., None]
     trailing = torch.where(after, tts_pad.to(trailing.dtype), trailing)
@@ -311,7 +331,7 @@ def talker_position_ids(prompt: TalkerPrompt, cfg: TalkerConfig, image_grid_thw=
     if grids and is_audio.any():
         raise NotImplementedError(
             "speech for a user turn with audio next to an image or video is not supported: "
-            "transformers 5.23's Talker fails on it as well (its get_rope_index reads "
+            "transformers' Talker (5.23 and 5.24) fails on it as well (its get_rope_index reads "
             "audio_config, which the Talker config lacks), so there is no reference to match. Use "
             "return_audio=False, or send the audio and the visual input in separate requests.")
     positions, _ = multimodal_position_ids(prompt.input_ids, prompt.attention_mask, cfg,
@@ -330,59 +350,91 @@ class TalkerGeneration:
     residual_logits: list | None = None   # per frame, the MTP's per-head logits, when asked for
 
 
+@dataclass
+class TalkerStep:
+    """One step of the Talker's loop, as `talker_steps` yields it."""
+    step: int
+    code0: torch.Tensor            # (B,) the codebook-0 id chosen
+    sequences: torch.Tensor        # (B, step + 1) every codebook-0 id so far
+    codes: torch.Tensor | None     # (B, N) the frame the MTP completed; None on the last step
+    logits: torch.Tensor | None    # (B, vocab) raw codebook-0 logits, when asked for
+    residual_logits: list | None   # the MTP's per-head logits of this frame, when asked for
+    done: bool                     # the last step: every row ended, or max_new_tokens reached
+
+
 @torch.no_grad()
 def talker_generate(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Tensor,
                     max_new_tokens: int, opts: SamplingOptions, eos_token_id=None,
                     suppress_tokens=None, pad_token_id=None,
                     generator: torch.Generator | None = None,
                     output_logits: bool = False) -> TalkerGeneration:
-    """The Talker's decoding loop (HF: GenerationMixin._sample with the Talker's own preparation).
-
-    Each step: the last position's logits, suppressed ids set to -inf, then sampling.py's
-    processors (repetition penalty over the codes chosen so far only: HF's Talker gets no
-    input_ids) choose code 0. Unless that was the last step or every row has stopped, the MTP fills
-    the frame and the next input is built (Talker.next_input) from it and the next trailing text
-    vector (tts_pad once they are used up). The code predictor samples exactly when the Talker
-    does (code_predictor.residual_sampling)."""
-    B = prompt.inputs_embeds.shape[0]
-    vocab = talker.config.text_config.vocab_size
-    blocked = torch.zeros(vocab, dtype=torch.bool)
-    if suppress_tokens:
-        blocked[torch.as_tensor(suppress_tokens)] = True
-    residual_opts = residual_sampling(opts.do_sample)
-    stop = StopState(B, eos_token_id, pad_token_id)
-    cache, mask, positions = KVCache(), prompt.attention_mask, position_ids
-    x = prompt.inputs_embeds
-    sequences = torch.zeros(B, 0, dtype=torch.long)
+    """The Talker's decoding loop run to the end (HF: GenerationMixin._sample with the Talker's own
+    preparation): codebook-0 ids (B, n) and the codes (B, N, frames) of every completed frame. The
+    loop itself is `talker_steps` (stream.py runs it a step at a time)."""
+    B, device = prompt.inputs_embeds.shape[0], prompt.inputs_embeds.device
+    sequences = torch.zeros(B, 0, dtype=torch.long, device=device)
     frames, logits_kept, residual_kept = [], [], []
-    n_text = prompt.trailing_text.shape[1]
-    for step in range(max_new_tokens):
-        out = talker(inputs_embeds=x, attention_mask=mask, position_ids=positions,
-                     past_key_values=cache, use_cache=True)
-        scores = out.logits[:, -1].float()                                       # (B, vocab)
-        if output_logits:
-            logits_kept.append(scores)
-        # HF suppresses just after the repetition penalty; doing it just before is the same, since
-        # the penalty maps -inf to -inf and the other scores do not depend on the suppressed ones.
-        scores = process_logits(scores.masked_fill(blocked, float("-inf")), sequences, opts)
-        code0 = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
-        sequences = torch.cat([sequences, code0[:, None]], dim=1)
-        if stop.update(code0) or step == max_new_tokens - 1:
-            break
-        if step < n_text:
-            text = prompt.trailing_text[:, step:step + 1]                        # (B, 1, H)
-        else:
-            text = prompt.tts_pad_embed.expand(B, -1, -1)                        # (B, 1, H)
-        frame, x, res = talker.next_input(out.last_hidden_state[:, -1:], code0[:, None], text,
-                                          residual_opts, generator, output_logits)
-        frames.append(frame)                                                     # (B, N)
-        residual_kept.append(res.logits)
-        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)                     # (B, past + 1)
-        positions = positions[..., -1:] + 1                                      # (3, B, 1)
+    for s in talker_steps(talker, prompt, position_ids, max_new_tokens, opts, eos_token_id,
+                          suppress_tokens, pad_token_id, generator, output_logits):
+        sequences = s.sequences
+        logits_kept.append(s.logits)
+        if s.codes is not None:
+            frames.append(s.codes)                                               # (B, N)
+            residual_kept.append(s.residual_logits)
     n_groups = talker.config.num_code_groups
     if frames:
         codes = torch.stack(frames, dim=-1)                                      # (B, N, frames)
     else:
-        codes = torch.zeros(B, n_groups, 0, dtype=torch.long)
+        codes = torch.zeros(B, n_groups, 0, dtype=torch.long, device=device)
     return TalkerGeneration(sequences, codes, logits_kept if output_logits else None,
                             residual_kept if output_logits else None)
+
+
+@torch.no_grad()
+def talker_steps(talker: Talker, prompt: TalkerPrompt, position_ids: torch.Tensor,
+                 max_new_tokens: int, opts: SamplingOptions, eos_token_id=None,
+                 suppress_tokens=None, pad_token_id=None,
+                 generator: torch.Generator | None = None, output_logits: bool = False):
+    """The Talker's decoding loop, one step at a time: a generator of TalkerStep.
+
+    Each step: the last position's logits, suppressed ids set to -inf, then sampling.py's
+    processors (repetition penalty over the codes chosen so far only: HF's Talker gets no
+    input_ids; a row with p left pads leaves its first p codes out, as HF) choose code 0. Unless
+    that was the last step or every row has stopped, the MTP fills the frame and the next input
+    is built (Talker.next_input) from it and the next trailing text vector (prompt.text_at:
+    tts_pad once they are used up). The code predictor samples exactly
+    when the Talker does (code_predictor.residual_sampling)."""
+    B = prompt.inputs_embeds.shape[0]
+    vocab = talker.config.text_config.vocab_size
+    device = prompt.inputs_embeds.device
+    blocked = torch.zeros(vocab, dtype=torch.bool, device=device)
+    if suppress_tokens:
+        blocked[torch.as_tensor(suppress_tokens, device=device)] = True
+    residual_opts = residual_sampling(opts.do_sample)
+    stop = StopState(B, eos_token_id, pad_token_id, device)
+    cache, mask, positions = KVCache(), prompt.attention_mask, position_ids
+    x = prompt.inputs_embeds
+    sequences = torch.zeros(B, 0, dtype=torch.long, device=device)
+    # HF's penalty skips as many leading ids as the prompt has pads; the Talker's ids are its codes
+    # alone, so a padded row's first codes go unpenalised (sampling.py, "Left padding").
+    unpenalised = padding_lengths(prompt.attention_mask)                         # (B,)
+    for step in range(max_new_tokens):
+        out = talker(inputs_embeds=x, attention_mask=mask, position_ids=positions,
+                     past_key_values=cache, use_cache=True)
+        scores = out.logits[:, -1].float()                                       # (B, vocab)
+        raw = scores if output_logits else None
+        # HF suppresses just after the repetition penalty; doing it just before is the same, since
+        # the penalty maps -inf to -inf and the other scores do not depend on the suppressed ones.
+        scores = process_logits(scores.masked_fill(blocked, float("-inf")), sequences, opts,
+                                unpenalised)
+        code0 = stop.fill_finished(choose_next(scores, opts.do_sample, generator))   # (B,)
+        sequences = torch.cat([sequences, code0[:, None]], dim=1)
+        if stop.update(code0) or step == max_new_tokens - 1:
+            yield TalkerStep(step, code0, sequences, None, raw, None, done=True)
+            break
+        text = prompt.text_at(step)                                              # (B, 1, H)
+        frame, x, res = talker.next_input(out.last_hidden_state[:, -1:], code0[:, None], text,
+                                          residual_opts, generator, output_logits)
+        yield TalkerStep(step, code0, sequences, frame, raw, res.logits, done=False)
+        mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)                     # (B, past + 1)
+        positions = positions[..., -1:] + 1                                      # (3, B, 1)

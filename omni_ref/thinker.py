@@ -179,7 +179,7 @@ class Thinker(nn.Module):
             # positions explicitly (generate.py); here a prompt gets its own, later steps count on.
             past = past_key_values.length if past_key_values is not None else 0
             if attention_mask is None:                       # HF: plain 0..T-1 without a mask
-                position_ids = arange_position_ids(B, T, past)
+                position_ids = arange_position_ids(B, T, past, inputs_embeds.device)
             elif input_ids is not None and past == 0:
                 position_ids, _ = self.prompt_positions(input_ids, attention_mask, **media)
             else:

@@ -64,10 +64,11 @@ def patch_positions(grid_thw: torch.Tensor, merge: int) -> torch.Tensor:
     later)."""
     out = []
     for t, h, w in grid_thw.tolist():
-        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        rows, cols = torch.meshgrid(torch.arange(h, device=grid_thw.device),
+                                    torch.arange(w, device=grid_thw.device), indexing="ij")
         rc = to_block_order(torch.stack([rows, cols], dim=-1), merge)             # (h*w, 2)
         out.append(rc.repeat(t, 1))                                               # (t*h*w, 2)
-    return torch.cat(out).to(grid_thw.device)
+    return torch.cat(out)
 
 
 def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor,
@@ -80,7 +81,8 @@ def interpolated_positions(table: torch.Tensor, grid_thw: torch.Tensor,
     computes the same thing as a weighted sum of four gathered rows per patch; F.interpolate is the
     textbook statement of it."""
     side = round(table.shape[0] ** 0.5)
-    square = table.T.reshape(1, -1, side, side)                           # (1, hidden, side, side)
+    # In fp32 whatever the weights' dtype: HF's sum (bf16 rows times fp32 weights) is fp32 too.
+    square = table.float().T.reshape(1, -1, side, side)                   # (1, hidden, side, side)
     out = []
     for t, h, w in grid_thw.tolist():
         grid = F.interpolate(square, size=(h, w), mode="bilinear",
@@ -122,8 +124,9 @@ class VisionAttention(nn.Module):
         N, D = x.shape
         qkv = self.qkv(x).view(N, 3, self.heads, -1)                  # (N, 3, heads, head_dim)
         q, k, v = qkv.permute(1, 2, 0, 3)                             # each (heads, N, head_dim)
-        q = apply_rotary(q[None], cos[None], sin[None])[0]
-        k = apply_rotary(k[None], cos[None], sin[None])[0]
+        # The rotation runs in fp32 (cos, sin are fp32) and returns to x's dtype, as in HF.
+        q = apply_rotary(q[None], cos[None], sin[None])[0].to(x.dtype)
+        k = apply_rotary(k[None], cos[None], sin[None])[0].to(x.dtype)
         out = segment_attention(q, k, v, frames, self.attn_implementation)   # (heads, N, head_dim)
         return self.proj(out.transpose(0, 1).reshape(N, D))
 
@@ -239,7 +242,7 @@ class VisionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> VisionOutput:
         """pixel_values (patches, C * tp * p * p), grid_thw (num_images, 3) -> VisionOutput."""
         cfg, m = self.config, self.config.spatial_merge_size
-        grid_thw = torch.as_tensor(grid_thw)
+        grid_thw = torch.as_tensor(grid_thw, device=pixel_values.device)
         self._check(pixel_values, grid_thw)
         x = self.patch_embed(pixel_values)                                      # (patches, hidden)
         x = x + interpolated_positions(self.pos_embed.weight, grid_thw, m).to(x.dtype)

@@ -113,10 +113,12 @@ CONFIG_TOKEN_FIELDS = {
     "endoftext_token_id": "<|endoftext|>",
 }
 
-# Qwen3-Omni's chat template, reconstructed (the published chat_template.json could not be fetched
-# offline): Qwen3's ChatML template with tools and <think> handling, where list-valued message contents
-# are rendered part by part and every image / video / audio part becomes one placeholder that the
-# processor later repeats once per encoder output token.
+# Qwen3-Omni's chat template, reconstructed (its published chat_template.json is not available offline):
+# the branches of Qwen3's published template (Qwen/Qwen3-8B tokenizer_config.json: the tools preamble,
+# <tool_call> / <tool_response> turns, <think> kept only after the last user query, enable_thinking=False
+# closing an empty <think> block in the generation prompt), where list-valued message contents are
+# rendered part by part and every image / video / audio part becomes one placeholder that the processor
+# later repeats once per encoder output token. omni_ref/processor/chat.py documents each branch.
 CHAT_TEMPLATE = """\
 {%- macro render_content(content) %}
     {%- if content is string %}
@@ -204,6 +206,9 @@ CHAT_TEMPLATE = """\
 {%- endfor %}
 {%- if add_generation_prompt %}
     {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
 {%- endif %}
 """
 

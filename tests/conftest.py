@@ -49,7 +49,7 @@ def hf_tiny_dir(tmp_path_factory):
     from omni_ref import hf
     torch.manual_seed(1)
     model = hf.Qwen3OmniMoeForConditionalGeneration(hf.hf_config(omni_ref.presets.config("tiny")))
-    # transformers 5.23's _init_weights initialises the Thinker's experts but not the Talker's,
+    # transformers' _init_weights (5.23, 5.24) initialises the Thinker's experts but not the Talker's,
     # which stay torch.empty (whatever was in memory, NaN included); fill them so the fixture is
     # deterministic.
     with torch.no_grad():

@@ -197,7 +197,7 @@ def test_tiny_run_writes_json_and_every_column_agrees(tmp_path, capsys, monkeypa
     full = bench.run       # fewer tokens, steps and frames than make bench, to keep the test quick
     monkeypatch.setattr(bench, "run", lambda *a, **k: full(*a, thinker_tokens=3, talker_steps=3, codec_frames=10, **k))
     assert bench.main(["--preset", "tiny", "--repeats", "1", "--requests", "hear", "--answer-frames", "0",
-                       "--out", str(tmp_path)]) == 0
+                       "--no-load-memory", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench_tiny.json").read_text())
     assert set(report) >= {"hardware", "versions", "settings", "results", "memory", "targets"}
     assert {"platform", "machine", "processor", "cpu_count", "torch_threads", "total_ram_bytes", "load_average"} <= \
@@ -224,6 +224,6 @@ def test_tiny_run_writes_json_and_every_column_agrees(tmp_path, capsys, monkeypa
     assert p["thinker_tokens_equal"] and p["codes_equal"] and p["mtp_codes_equal"]
     assert p["wav_max_abs"] <= 1e-5 and p["code2wav_max_abs"] <= 1e-5 and p["audio_encoder_max_abs"] <= 1e-5
     assert report["memory"]["omni_ref_param_bytes"] == report["memory"]["hf_param_bytes"]
-    assert report["settings"]["flush_denormal"] is True
+    assert report["settings"]["flush_denormal"] is True and "load_memory" not in report
     assert report["settings"]["columns"]["hf"].startswith("attn_implementation=sdpa")
     assert "ratio = omni_ref / hf, < 1: omni_ref faster" in capsys.readouterr().out

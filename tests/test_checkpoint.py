@@ -177,12 +177,19 @@ def test_bad_components_argument(tiny_dir):
 
 
 def test_dtype_is_applied_and_buffers_are_rebuilt(tiny_dir):
+    """bf16 weights, but the fixed audio positions recomputed in fp32, exactly as HF keeps its buffer in a bf16
+    load (HF's forward casts it to the activations' dtype, as ours does)."""
     m = omni_ref.load(tiny_dir, dtype=torch.bfloat16, components=("thinker",))
     assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
     from omni_ref.audio_encoder import sinusoid_positions
     cfg = m.config.thinker_config.audio_config
-    expect = sinusoid_positions(cfg.max_source_positions, cfg.d_model)
-    assert torch.equal(m.thinker.audio_tower.positional_embedding.float(), expect.to(torch.bfloat16).float())
+    ours = m.thinker.audio_tower.positional_embedding
+    assert ours.dtype == torch.float32 and ours.device.type == "cpu"
+    assert torch.equal(ours, sinusoid_positions(cfg.max_source_positions, cfg.d_model))
+    hf_tower = hf.load_hf(tiny_dir, dtype=torch.bfloat16).thinker.model.audio_tower
+    theirs = hf_tower.positional_embedding.positional_embedding
+    assert theirs.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 
 
 def test_processor_loads_offline_from_a_written_checkpoint(tiny_dir):
@@ -193,3 +200,27 @@ def test_processor_loads_offline_from_a_written_checkpoint(tiny_dir):
     text = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                                          add_generation_prompt=True, tokenize=False)
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_shard_is_read_in_groups_of_at_most_read_group_values(tiny_dir, monkeypatch):
+    """load reopens a shard every READ_GROUP values, so that only that much of it is mapped at a time (the
+    peak-memory bound, measured by omni_ref.tools.load_memory); the tensors are the same either way."""
+    from omni_ref import checkpoint
+    reference = omni_ref.load(tiny_dir).state_dict()
+    plan = checkpoint.verify(tiny_dir)
+    monkeypatch.setattr(checkpoint, "READ_GROUP", 20_000)
+    groups = checkpoint._read_groups(plan.by_file["model.safetensors"], plan.slots)
+    values = [sum(torch.Size(plan.slots[k][2]).numel() for k in g) for g in groups]
+    assert all(v <= 20_000 or len(g) == 1 for v, g in zip(values, groups))
+    assert [k for g in groups for k in g] == plan.by_file["model.safetensors"] and len(groups) > 10
+    opened, real_open = [], checkpoint._open_shard
+
+    def counting(ckpt_dir, fname):
+        opened.append(fname)
+        return real_open(ckpt_dir, fname)
+
+    monkeypatch.setattr(checkpoint, "_open_shard", counting)
+    model = omni_ref.load(tiny_dir)
+    # one opening per group, besides verify's look at the keys and headers (3 openings)
+    assert len(groups) <= opened.count("model.safetensors") <= len(groups) + 3
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())

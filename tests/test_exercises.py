@@ -9,7 +9,7 @@ ALL = exercises.registry()
 
 def test_every_numbered_notebook_has_exercises():
     notebooks = {key.split(".")[0] for key in ALL}
-    assert {"00", "01", "02", "03", "04", "05", "06", "07"} <= notebooks, sorted(notebooks)
+    assert {"00", "01", "02", "03", "04", "05", "06", "07", "08", "09"} <= notebooks, sorted(notebooks)
     for nb in notebooks:
         assert sum(k.startswith(nb + ".") for k in ALL) >= 2, f"notebook {nb} has fewer than two exercises"
 

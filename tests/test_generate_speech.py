@@ -143,6 +143,71 @@ def test_batched_speech_equal_hf(models_and_processor):
     assert lengths[0] != lengths[1] and [w.shape[0] for w in got.wav] == [n * 1920 - 555 for n in lengths]
 
 
+def _user_chat(question):
+    return [{"role": "user", "content": [{"type": "text", "text": question}]}]
+
+
+STORY = dict(thinker_max_new_tokens=8, talker_max_new_tokens=20, talker_do_sample=False)
+
+
+def _check_batch_equal(got, want):
+    """Codebook-0 ids and the codes handed to Code2Wav equal HF's; one wave per row, same length,
+    within 1e-5."""
+    assert torch.equal(got.talker.sequences, want["talker_result"].sequences)
+    lengths = [len(w) for w in got.wav]
+    masked = got.talker.codes.clone()
+    for row, n in enumerate(round((k + 555) / 1920) for k in lengths):
+        masked[row, :, n:] = 0                                    # HF zeroes codes after codec eos
+    assert torch.equal(masked, want["codes"])
+    assert lengths == [len(w) for w in want["wav"]]
+    for a, b in zip(got.wav, want["wav"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_left_padded_batch_penalty_skips_like_hf(models_and_processor):
+    """The issue's case: "Say hello." and a longer story request, left-padded into one batch
+    (Thinker 8 tokens, Talker 20, greedy). HF's generate builds the repetition penalty with
+    prompt_ignore_length = each row's left-pad count, but its Talker's ids are the generated codes
+    only, so row 0 (12 pads in the Talker prompt) leaves its first 12 codes unpenalised. Counting
+    them (what we did) parted from HF at step 12: 26,325 samples instead of HF's 35,925."""
+    ours, theirs, processor = models_and_processor
+    chats = [_user_chat("Say hello."), _user_chat("Tell me a much longer story about a cat now.")]
+    inputs = _inputs(processor, chats, padding=True)
+    kw = dict(STORY, thinker_eos_token_id=ours.config.im_end_token_id)
+    want = hf.hf_speech(theirs, **inputs, **kw)
+    got = generate_speech(ours, **inputs, **kw)
+    assert torch.equal(got.text_ids, want["text_ids"])
+    assert (got.prompt.attention_mask == 0).sum(-1).tolist() == [12, 0]
+    _check_batch_equal(got, want)
+    assert [len(w) for w in got.wav] == [35925, 35925]
+    # the same row alone: no padding, every code counts, and HF agrees with us there too
+    alone_inputs = _inputs(processor, chats[:1])
+    alone, alone_hf = generate_speech(ours, **alone_inputs, **kw), hf.hf_speech(theirs, **alone_inputs, **kw)
+    assert torch.equal(alone.talker.sequences, alone_hf["talker_result"].sequences)
+    torch.testing.assert_close(alone.wav, alone_hf["wav"], atol=1e-5, rtol=0)
+    assert alone.wav.shape[-1] == 26325
+    n = alone.talker.sequences.shape[1]
+    parted = (got.talker.sequences[0, :n] != alone.talker.sequences[0]).nonzero().flatten()
+    assert int(parted[0]) == 12            # code 117, first chosen at step 6 (< 12), unpenalised in the batch
+
+
+def test_another_left_padded_batch_equal_hf(models_and_processor):
+    """Three rows of different lengths, a system turn, a stronger penalty and an early Thinker eos for
+    one row, so that the pad counts differ from the issue's case."""
+    ours, theirs, processor = models_and_processor
+    chats = [_messages(question="Hi."), _messages(question="Name three colours of the sea at dusk, please."),
+             _messages(question="Count to four.")]
+    inputs = _inputs(processor, chats, padding=True)
+    kw = dict(STORY, talker_max_new_tokens=16, talker_repetition_penalty=1.3,
+              thinker_eos_token_id=ours.config.im_end_token_id)
+    want = hf.hf_speech(theirs, **inputs, **kw)
+    got = generate_speech(ours, **inputs, **kw)
+    assert torch.equal(got.text_ids, want["text_ids"])
+    pads = (got.prompt.attention_mask == 0).sum(-1)
+    assert pads.min() == 0 and len(set(pads.tolist())) == 3
+    _check_batch_equal(got, want)
+
+
 def test_return_audio_default_speaks_when_the_talker_is_loaded(models_and_processor):
     ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages())
@@ -216,14 +281,14 @@ def test_bad_prompts_and_options_get_clear_errors(models_and_processor):
 
 
 def test_audio_next_to_an_image_is_refused_like_hf(models_and_processor):
-    """HF 5.23 cannot place Talker positions for a user turn with audio and an image (its Talker config has no
+    """HF (5.23 and 5.24) cannot place Talker positions for a user turn with audio and an image (its Talker config has no
     audio_config): we stop with a message that says so instead of inventing positions HF never checked."""
     ours, theirs, processor = models_and_processor
     inputs = _inputs(processor, _messages([{"type": "audio", "audio": SPEECH}, {"type": "image", "image": IMAGE}]))
     with pytest.raises(AttributeError, match="audio_config"):
         theirs.generate(**inputs, return_audio=True, **GREEDY)
     with pytest.raises(NotImplementedError, match=r"audio next to an image or video is not supported: "
-                                                  r"transformers 5.23's Talker fails on it as well"):
+                                                  r"transformers' Talker \(5.23 and 5.24\) fails on it as well"):
         ours.generate(**inputs, return_audio=True, **GREEDY)
     assert ours.generate(**inputs, return_audio=False, **GREEDY).shape[0] == 1     # text still works
 

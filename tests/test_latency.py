@@ -1,5 +1,6 @@
 """The latency side of the analytic model (latency.py): roofline arithmetic on hand-made weights, its
-monotonicity, active vs total bytes of the real model, and a self-check of the report's Table 2 as transcribed."""
+monotonicity, batching over concurrent requests, active vs total bytes of the real model, and a self-check of
+the report's Table 2 as transcribed (twice: here and in latency.TABLE_2)."""
 import pytest
 
 import omni_ref
@@ -40,6 +41,28 @@ def test_codec_and_table_formulas_by_hand():
     assert latency.codec_seconds_per_frame(5e8, 10**8, 10, HW, "bf16") == pytest.approx(0.5e-3)   # compute bound
     assert latency.first_packet(1, 2, 3, 4, 5) == 15
     assert latency.real_time_factor(0.010, 0.020, 0.005, 0.005) == pytest.approx(0.5)
+
+
+def test_batched_decode_reads_the_experts_any_token_touches():
+    # 4 requests decode together: each multiplies its 3e9 active weights (compute 2 x 3e9 x 4 / 1e12
+    # = 24 ms); the step reads the dense 1e9 once, and the experts one of 4 tokens uses: 68.4 %.
+    w = latency.DecoderWeights("toy", dense=10**9, experts=8 * 10**9, top_k=2, num_experts=8)
+    t = latency.decode_seconds(w, HW, "bf16", batch=4)
+    assert latency.experts_touched(4, 2, 8) == pytest.approx(0.68359375)
+    assert t["memory_s"] == pytest.approx((1e9 + 8e9 * 0.68359375) * 2 / 1e11)      # 129.4 ms
+    assert t["compute_s"] == pytest.approx(0.024) and t["seconds"] == pytest.approx(t["memory_s"])
+    # A large batch reads every expert once and becomes compute bound: 1000 x 6 ms.
+    big = latency.decode_seconds(w, HW, "bf16", batch=1000)
+    assert big["memory_s"] == pytest.approx(9e9 * 2 / 1e11) and big["seconds"] == pytest.approx(6.0)
+    # A dense decoder (the MTP) reads the same bytes whatever the batch: memory time is flat.
+    mtp = latency.DecoderWeights("mtp", dense=10**8, passes=15)
+    flat = [latency.decode_seconds(mtp, HW, batch=b)["memory_s"] for b in (1, 6)]
+    assert flat[0] == flat[1]
+    # The codec: 10 requests' frames in one call compute 10 x 0.5 ms, read the 2 ms of weights once.
+    assert latency.codec_seconds_per_frame(5e8, 10**8, 1, HW, batch=10) == pytest.approx(5e-3)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="whole number of requests"):
+            latency.decode_seconds(w, HW, batch=bad)
 
 
 def test_more_bandwidth_or_flops_is_never_slower():
@@ -113,3 +136,99 @@ def test_paper_rtf_follows_its_definition():
                                    [x[0] for x in TABLE_2["mtp"]], [x[0] for x in TABLE_2["codec"]])]
     assert [round(r, 2) for r in rtf[:2]] == TABLE_2["rtf"][:2]       # 0.47 and 0.56 exactly
     assert round(rtf[2], 2) == 0.64                                   # the report prints 0.66 for 6-concurrent
+
+
+def test_the_two_transcriptions_of_table_2_agree():
+    ms = {"preprocess": "preprocess_s", "thinker_ttft": "thinker_ttft_s",
+          "talker_ttft": "talker_ttft_s", "mtp": "mtp_s", "codec": "codec_s",
+          "overall": "first_packet_s"}
+    for col, c in enumerate(latency.TABLE_2_CONCURRENCY):
+        for m, input in enumerate(("audio", "video")):
+            cell = latency.TABLE_2[(input, c)]
+            assert list(cell) == list(latency.TABLE_2_ROWS)
+            for row, key in ms.items():
+                assert 1000 * cell[key] == pytest.approx(TABLE_2[row][col][m]), (input, c, row)
+            for row in ("thinker_tok_s", "talker_tok_s", "rtf"):
+                assert cell[row] == TABLE_2[row][col], (input, c, row)
+    assert latency.PAPER_TABLE_2 is latency.TABLE_2[("audio", 1)]
+
+
+def test_preprocessing_is_the_papers_row_between_its_columns():
+    assert [latency.paper_preprocess_s("video", c) for c in (1, 4, 6)] == [0.160, 0.180, 0.200]
+    assert latency.paper_preprocess_s("audio", 5) == pytest.approx(0.097)   # halfway, 94 to 100 ms
+    assert latency.paper_preprocess_s("audio", 2) == pytest.approx(0.072 + 22e-3 / 3)
+    assert latency.paper_preprocess_s("audio", 9) == 0.100                    # beyond 6: the 6 cell
+
+
+def test_the_video_prompt_is_what_the_processor_makes_of_10_s_of_640_x_360():
+    from omni_ref.processor.vision import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, smart_resize
+    h, w = smart_resize(360, 640, 32, VIDEO_MIN_PIXELS, VIDEO_MAX_PIXELS)
+    assert (h, w) == (352, 640)
+    pairs = 10 * 2 // 2                           # 10 s at 2 fps, two frames per temporal patch
+    video = latency.PROMPTS["video"]
+    assert video.video_tokens == pairs * (h // 32) * (w // 32) == 2200
+    assert video.audio_tokens == latency.PROMPTS["audio"].audio_tokens == 125    # the same sound
+    assert (latency.PROMPTS["audio"].tokens, video.tokens) == (160, 2360)
+
+
+# The 1-request audio roofline as notebook 07 prints it: concurrency=1 must not change a digit.
+ONE_REQUEST = {"thinker_ttft_s": 0.018428775628618995, "talker_ttft_s": 0.0018900891671040259,
+               "mtp_s": 0.0007231694328358209, "codec_s": 0.00012896512059701491,
+               "first_packet_s": 0.09317099934915585, "thinker_tok_s": 550.6007029343968,
+               "talker_tok_s": 5796.824666257942, "rtf": 0.03551051224626866}
+
+
+def test_one_request_is_the_batch_1_roofline(real):
+    rows = latency.analytic_table_2(real, concurrency=1)
+    for k, v in ONE_REQUEST.items():
+        assert rows[k] == pytest.approx(v, rel=1e-9), k
+    assert rows == latency.analytic_table_2(real)
+
+
+@pytest.fixture(scope="module")
+def columns(real):
+    return {(i, c): latency.analytic_table_2(real, input=i, concurrency=c)
+            for i in ("audio", "video") for c in range(1, 9)}
+
+
+def test_more_requests_are_never_faster(columns):
+    for i in ("audio", "video"):
+        for c in range(1, 8):
+            a, b = columns[(i, c)], columns[(i, c + 1)]
+            for k in latency.TABLE_2_ROWS[:6] + ("rtf",):
+                assert b[k] >= a[k], (i, c, k)
+            for k in ("thinker_tok_s", "talker_tok_s"):
+                assert b[k] < a[k], (i, c, k)
+
+
+def test_concurrency_by_hand(real, columns):
+    # 4 Thinker tokens in one step: the dense 1.23 B, and 1 - (120/128)^4 = 22.8 % of 29 B experts.
+    w = latency.decoder_weights(real)["Thinker"]
+    read = w.dense + w.experts * (1 - (1 - 8 / 128) ** 4)
+    assert 1 / columns[("audio", 4)]["thinker_tok_s"] == pytest.approx(2 * read / 3.35e12)
+    rates = [round(columns[("audio", c)]["thinker_tok_s"]) for c in (1, 4, 6)]
+    assert rates == [551, 214, 159]
+    # Video: 4 prompts of 2360 tokens are 9440 tokens of prefill, compute bound (2 x 3.04 B x 9440
+    # FLOPs), after the vision tower's 4 x 4 x 2200 patches and AuT's 4 x 125 tokens.
+    vis = sum(p.numel() for p in real.thinker.visual.parameters())
+    aut = sum(p.numel() for p in real.thinker.audio_tower.parameters())
+    by_hand = (2 * w.active * 4 * 2360 + 2 * vis * 4 * 4 * 2200 + 2 * aut * 4 * 125) / 989e12
+    assert columns[("video", 4)]["thinker_ttft_s"] == pytest.approx(by_hand)
+    for col in columns.values():
+        assert col["first_packet_s"] == pytest.approx(sum(col[k] for k in latency.TABLE_2_ROWS[:5]))
+
+
+def test_the_roofline_is_below_every_column_of_the_paper(columns):
+    for (i, c), paper in latency.TABLE_2.items():
+        ours = columns[(i, c)]
+        for k in ("thinker_ttft_s", "talker_ttft_s", "mtp_s", "codec_s", "first_packet_s", "rtf"):
+            assert ours[k] < paper[k], (i, c, k)
+        for k in ("thinker_tok_s", "talker_tok_s"):
+            assert ours[k] > paper[k], (i, c, k)
+
+
+def test_bad_columns_are_refused(real):
+    with pytest.raises(ValueError, match="Table 2 has the columns"):
+        latency.analytic_table_2(real, input="image")
+    with pytest.raises(ValueError, match="whole number of requests"):
+        latency.analytic_table_2(real, concurrency=0)

@@ -30,7 +30,7 @@ def test_environment_yml_has_the_same_pins():
 
 def test_parity_pins():
     pins = _pyproject_pins()
-    assert (pins["torch"], pins["torchvision"], pins["transformers"]) == ("2.14.1", "0.29.1", "5.23.0")
+    assert (pins["torch"], pins["torchvision"], pins["transformers"]) == ("2.14.1", "0.29.1", "5.24.0")
 
 
 def test_installed_versions_are_the_pins():
@@ -44,15 +44,25 @@ def test_readme_quick_start_is_two_commands_and_shows_the_pins():
     quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
     block = re.search(r"```bash\n(.*?)```", quick, re.S)[1]
     assert [line.split("#")[0].strip() for line in block.strip().splitlines()] == ["make demo", "make test"]
-    for name, version in (("transformers", "5.23.0"), ("torch", "2.14.1"), ("torchvision", "0.29.1")):
+    for name, version in (("transformers", "5.24.0"), ("torch", "2.14.1"), ("torchvision", "0.29.1")):
         assert f"`{name}` | `=={version}`" in readme
 
 
 def test_make_targets_and_ci():
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("demo", "test", "lab", "notebooks"):
+    for target in ("demo", "test", "lab", "notebooks", "compat"):
         assert re.search(rf"^{target}:", makefile, re.M), target
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_make_compat_installs_beside_the_pinned_environment():
+    """`make compat V=x.y.z` runs the compat tool; the candidate goes to .compat/, which git ignores."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncompat:", 1)[1].split("\n\n", 1)[0]
+    assert "-m omni_ref.tools.compat $(V)" in recipe
+    assert ".compat/" in (ROOT / ".gitignore").read_text().splitlines()
+    from omni_ref.tools import compat
+    assert compat.target_dir("9.9.9") == ROOT / ".compat" / "transformers-9.9.9"
 
 
 def test_every_notebook_is_checked_by_make_test():

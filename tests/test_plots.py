@@ -244,3 +244,35 @@ def test_talker_and_code2wav_figures_draw():
     assert len(figs[3].axes[0].patches) == 2 * 5                            # context and kept part per chunk
     for f in figs:
         plt.close(f)
+
+
+# ---- notebook 09: the whole pipeline streaming ----------------------------------------------
+
+def test_stream_timeline_figure_draws_what_was_timed():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from omni_ref.tools.timeline import STAGES, Timeline
+    # Three packets of 4 frames (the first 555 samples short, 296.9 ms): the second arrives at 0.6 s,
+    # 103 ms after the first packet's audio has been played.
+    audio = [(0.2, 4 * 1920 - 555), (0.6, 4 * 1920), (0.7, 4 * 1920)]
+    tl = Timeline({s: [] for s in STAGES}, audio, end_s=0.7)
+    tl.intervals = {"Thinker": [(0.0, 0.05)], "Talker": [(0.05, 0.08), (0.3, 0.32)],
+                    "MTP": [(0.08, 0.1)], "Code2Wav": [(0.1, 0.2)]}
+    fig = plots.plot_stream_timeline(tl)
+    lanes, play = fig.axes
+    bars = [c.get_paths() for c in lanes.collections]
+    assert [len(b) for b in bars] == [1, 2, 1, 1]                       # one bar per call
+    assert [t.get_text() for t in lanes.texts] == [" first packet 200 ms"]
+    assert lanes.get_xlabel() == "" and play.get_xlabel().endswith("(s)") and play.get_ylabel()
+    (rx, ry), (cx, cy) = plots.received_and_played(tl)
+    assert ry[-1] == pytest.approx(tl.audio_s) and cy[1:3] == [0.0, pytest.approx(tl.audio_s)]
+    assert cx[1] == 0.2                                                 # playback starts there
+    marker, received, cursor = play.lines
+    assert list(marker.get_xdata()) == [0.2, 0.2]                       # the first packet, marked
+    assert received.get_xydata()[:, 1].max() == pytest.approx(tl.audio_s)
+    assert list(cursor.get_xdata()) == cx
+    dry, = play.collections                                             # the dry spell, shaded
+    x = dry.get_paths()[0].vertices[:, 0]
+    assert 0.2 + 7125 / 24000 - 0.01 < x.min() and x.max() < 0.6 + 0.01
+    plt.close(fig)

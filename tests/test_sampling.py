@@ -9,7 +9,7 @@ from transformers.generation.logits_process import (RepetitionPenaltyLogitsProce
 import omni_ref
 from omni_ref import hf
 from omni_ref.sampling import (SamplingOptions, StopState, apply_repetition_penalty, apply_temperature, apply_top_k,
-                               apply_top_p, choose_next, process_logits)
+                               apply_top_p, choose_next, padding_lengths, process_logits)
 
 V = 64
 
@@ -34,6 +34,20 @@ def _same_filter(got, want):
 def test_repetition_penalty_equal_hf(penalty):
     scores, ids = _scores()
     _same_filter(apply_repetition_penalty(scores, ids, penalty), RepetitionPenaltyLogitsProcessor(penalty)(ids, scores))
+
+
+def test_repetition_penalty_skipping_left_padding_equal_hf():
+    """HF's generate passes each row's left-pad count (padding_lengths of the attention mask) as
+    prompt_ignore_length: those leading positions are not penalised."""
+    scores, ids = _scores(7)
+    mask = torch.ones_like(ids)
+    mask[1, :3], mask[2, :11] = 0, 0                           # row 2: all but the last id
+    skip = padding_lengths(mask)
+    assert skip.tolist() == [0, 3, 11, 0]
+    want = RepetitionPenaltyLogitsProcessor(1.3, prompt_ignore_length=skip)(ids, scores)
+    got = apply_repetition_penalty(scores, ids, 1.3, skip)
+    _same_filter(got, want)
+    assert not torch.equal(got, apply_repetition_penalty(scores, ids, 1.3))   # the skip matters
 
 
 @pytest.mark.parametrize("t", [0.3, 1.7])

@@ -61,14 +61,14 @@ def test_cached_decode_steps_equal_hf(talkers):
     cache, hf_cache = KVCache(), DynamicCache(config=theirs.config.text_config)
     with torch.no_grad():
         got = ours(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache)
-        want = theirs(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=hf_cache,
+        want = theirs(inputs_embeds=x, attention_mask=mask, position_ids=pos, **hf.cache_kwargs(hf_cache),
                       use_cache=True)
         torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
         for step in steps:
             mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
             pos = pos[..., -1:] + 1
             got = ours(inputs_embeds=step, attention_mask=mask, position_ids=pos, past_key_values=cache)
-            want = theirs(inputs_embeds=step, attention_mask=mask, position_ids=pos, past_key_values=hf_cache,
+            want = theirs(inputs_embeds=step, attention_mask=mask, position_ids=pos, **hf.cache_kwargs(hf_cache),
                           use_cache=True, generation_step=0)
             torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
     assert cache.length == hf_cache.get_seq_length() == 10
@@ -82,12 +82,12 @@ def test_code_predictor_logits_for_every_residual_codebook_equal_hf(talkers):
     cache, hf_cache = KVCache(), DynamicCache(config=theirs.config)
     with torch.no_grad():
         got, _ = ours(0, inputs_embeds=x, past_key_values=cache)
-        want = theirs(inputs_embeds=x, past_key_values=hf_cache, use_cache=True).logits
+        want = theirs(inputs_embeds=x, **hf.cache_kwargs(hf_cache), use_cache=True).logits
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
         for step in range(1, ours.config.num_code_groups - 1):
             code = got[:, -1].argmax(-1, keepdim=True)                                   # (B, 1)
             got, _ = ours(step, codes=code, past_key_values=cache)
-            want = theirs(input_ids=code, generation_steps=step, past_key_values=hf_cache, use_cache=True).logits
+            want = theirs(input_ids=code, generation_steps=step, **hf.cache_kwargs(hf_cache), use_cache=True).logits
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 

@@ -583,11 +583,11 @@ def load_memory() -> dict | None:
 
 @torch_state_kept()   # run seeds torch and makes it deterministic for itself only
 def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool = True, eager: bool = True,
-        answer_frames: int | None = 60, **sizes) -> dict:
+        answer_frames: int | None = 60, with_load_memory: bool = True, **sizes) -> dict:
     """The whole benchmark as a dict (what `make bench` writes). names: which of demo.sample_chats() to run
     (None: all; "hear" is the speech-input chat, the kind of input of the report's Table 2 audio column).
     eager: also measure both eager columns. answer_frames: the length of the spoken answer that first_audio and
-    total time (None: leave those two stages out).
+    total time (None: leave those two stages out). with_load_memory: add the `load_memory` block (load_memory).
 
     flush_denormal: flush subnormal floats to zero for the run (torch.set_flush_denormal; reset after it).
     Subnormal arithmetic takes a slow microcode path on x86 CPUs; once, on a busy machine, both sides' Thinker
@@ -633,7 +633,7 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
         "targets": all_targets({k: {**v, "name": k} for k, v in results.items()}),
         "memory": memory(model, twin)}
     report["hardware"]["load_average_before"] = load_before
-    lm = load_memory()
+    lm = load_memory() if with_load_memory else None
     if lm is not None:
         report["load_memory"] = lm
     return report
@@ -693,6 +693,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eager", action="store_true", help="leave out the omni_ref_eager and hf_eager columns")
     ap.add_argument("--answer-frames", type=int, default=60,
                     help="frames of the spoken answer first_audio and total time (0: leave them out)")
+    ap.add_argument("--no-load-memory", action="store_true",
+                    help="leave out the load_memory block (a ~1 GB checkpoint loaded in fresh processes)")
     ap.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal floats (see run)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
@@ -701,7 +703,8 @@ def main(argv=None) -> int:
         ap.error(f"--answer-frames {args.answer_frames}: a number of frames, >= 1 (0: leave the stages out)")
     t0 = time.perf_counter()
     report = run(args.preset, args.repeats, args.requests, flush_denormal=not args.keep_denormals,
-                 eager=not args.no_eager, answer_frames=args.answer_frames or None)
+                 eager=not args.no_eager, answer_frames=args.answer_frames or None,
+                 with_load_memory=not args.no_load_memory)
     report["settings"]["wall_s"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

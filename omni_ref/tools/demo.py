@@ -5,10 +5,13 @@
                  -> token ids, patches, log-mel
     thinker      greedy decoding of each answer's text
     talker       codec codes for each answer, and Code2Wav -> 24 kHz wavs in out/demo_<request>.wav
+    streaming    the three run interleaved (model.stream): the wav is written chunk by chunk while
+                 the Thinker is still writing; the time to the first audio chunk is printed next to
+                 HF's time to its audio (HF's generate returns audio only at its end)
     parity       the same checkpoint and inputs through HF transformers: equal tokens, wav within
                  1e-5
 
-(Two chats, not one: HF 5.23 cannot speak an answer to a turn that mixes audio with an image or
+(Two chats, not one: HF (5.23, 5.24) cannot speak an answer to a turn that mixes audio with an image or
 video, its Talker crashes on it, so there would be nothing to compare with.)
 
 The weights are random (written from a seed), so the text is gibberish and the wav is noise: what
@@ -27,6 +30,7 @@ import torch
 from .. import presets
 from . import latency
 from ..checkpoint import load
+from ..code2wav import SAMPLE_RATE
 from ..processor import Processor
 
 DATA = presets.REPO_DIR / "data"
@@ -70,14 +74,30 @@ def sample_chats() -> dict[str, list]:
     }
 
 
-def _generate(model, inputs, speech: bool, args, eos: int):
-    """(text ids, wav); the wav is None when speech is off."""
-    opts = dict(thinker_max_new_tokens=args.max_new_tokens, thinker_do_sample=False,
-                thinker_eos_token_id=eos)
-    if not speech:
-        return model.generate(**inputs, return_audio=False, **opts), None
-    return model.generate(**inputs, return_audio=True, speaker="Ethan",
-                          talker_max_new_tokens=args.codec_frames, talker_do_sample=False, **opts)
+def _generate(model, inputs, args, eos: int):
+    """Text only: the Thinker's ids (1, T + n)."""
+    return model.generate(**inputs, return_audio=False, thinker_max_new_tokens=args.max_new_tokens,
+                          thinker_do_sample=False, thinker_eos_token_id=eos)
+
+
+def _stream(model, inputs, args, eos: int, path):
+    """Speech, streamed: each audio chunk is appended to the wav file at `path` as it arrives.
+    Returns (text ids (1, T + n), wav (1, 1, samples), seconds to the first audio chunk, chunks)."""
+    text, audio, first = [inputs["input_ids"][0]], [], None
+    with sf.SoundFile(path, "w", samplerate=SAMPLE_RATE, channels=1) as wav_file:
+        for event in model.stream(**inputs, speaker="Ethan", thinker_do_sample=False,
+                                  thinker_max_new_tokens=args.max_new_tokens,
+                                  thinker_eos_token_id=eos, talker_do_sample=False,
+                                  talker_max_new_tokens=args.codec_frames,
+                                  audio_chunk_frames=args.audio_chunk_frames):
+            if event.kind == "text":
+                text.append(event.ids)
+                continue
+            if first is None:
+                first = event.time_s
+            wav_file.write(event.wav.numpy())
+            audio.append(event.wav)
+    return torch.cat(text)[None], torch.cat(audio)[None, None], first, len(audio)
 
 
 def main(argv=None) -> int:
@@ -87,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--codec-frames", type=int, default=25, help="Talker steps (80 ms of audio "
                                                                  "each)")
+    ap.add_argument("--audio-chunk-frames", type=int, default=4,
+                    help="frames Code2Wav decodes at once while streaming")
     ap.add_argument("--no-speech", action="store_true", help="text only (no Talker / Code2Wav)")
     ap.add_argument("--no-parity", action="store_true", help="skip the HF twin")
     args = ap.parse_args(argv)
@@ -106,7 +128,7 @@ def main(argv=None) -> int:
         twin = st.run("HF from_pretrained (fp32, eager)", lambda: hf.load_hf(ckpt))
     eos = model.config.im_end_token_id
     cfg = model.config.thinker_config
-    problems, ours_s, hf_s = [], 0.0, 0.0
+    problems, ours_s, hf_s, firsts = [], 0.0, 0.0, []
     for name, msgs in sample_chats().items():
         print(f"\n-- request {name!r}")
         inputs = st.run(f"{name}: processor", lambda: processor.apply_chat_template(
@@ -116,25 +138,37 @@ def main(argv=None) -> int:
                   for k in ("audio", "image", "video")}
         parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         print(f"             prompt: {ids.numel()} tokens, of which {parts}")
-        with torch.no_grad():
-            text_ids, wav = st.run(f"{name}: omni_ref generate",
-                                   lambda: _generate(model, inputs, not args.no_speech, args, eos))
-        ours_s += st.seconds[f"{name}: omni_ref generate"]
+        wav, first = None, None
+        if args.no_speech:
+            text_ids = st.run(f"{name}: omni_ref generate (text only)",
+                              lambda: _generate(model, inputs, args, eos))
+            ours_s += st.seconds[f"{name}: omni_ref generate (text only)"]
+        else:
+            OUT.mkdir(exist_ok=True)
+            text_ids, wav, first, chunks = st.run(
+                f"{name}: omni_ref stream (text and audio as they are made)",
+                lambda: _stream(model, inputs, args, eos, OUT / f"demo_{name}.wav"))
+            ours_s += st.seconds[f"{name}: omni_ref stream (text and audio as they are made)"]
         answer = processor.decode(text_ids[0, ids.numel():].tolist())
         n_new = text_ids.shape[1] - ids.numel()
         print(f"             answer ({n_new} tokens, random weights): {answer[:80]!r}")
         if wav is not None:
-            OUT.mkdir(exist_ok=True)
-            samples = wav.reshape(-1).float().numpy()
-            sf.write(OUT / f"demo_{name}.wav", samples, 24000)
-            print(f"             speech: {samples.size / 24000:.2f} s at 24 kHz -> "
-                  f"out/demo_{name}.wav")
+            print(f"             speech: {wav.shape[-1] / SAMPLE_RATE:.2f} s at 24 kHz in {chunks} "
+                  f"chunks, written as they came -> out/demo_{name}.wav")
+            total = st.seconds[f"{name}: omni_ref stream (text and audio as they are made)"]
+            print(f"             first audio chunk after {first * 1000:.1f} ms of the request's "
+                  f"{total * 1000:.1f} ms")
         if twin is not None:
+            label = f"{name}: HF generate, same options"
             with torch.no_grad():
-                hf_ids, hf_wav = st.run(
-                    f"{name}: HF generate, same options",
-                    lambda: _hf_generate(twin, inputs, wav is not None, args, eos))
-            hf_s += st.seconds[f"{name}: HF generate, same options"]
+                hf_ids, hf_wav = st.run(label, lambda: _hf_generate(twin, inputs, wav is not None,
+                                                                    args, eos))
+            hf_s += st.seconds[label]
+            if wav is not None:
+                firsts.append((name, first, st.seconds[label]))
+                print(f"             time to first audio: {first * 1000:.1f} ms streamed, "
+                      f"{st.seconds[label] * 1000:.1f} ms HF (generate returns its audio at "
+                      f"the end)")
             if not torch.equal(hf_ids, text_ids):
                 problems.append(f"{name}: text tokens differ")
             if wav is not None and (hf_wav.shape != wav.shape
@@ -149,8 +183,12 @@ def main(argv=None) -> int:
             verdict = "FAIL: " + "; ".join(problems)
         else:
             verdict = f"PASS: {what} in every request"
-        print(f"speed: omni_ref's generate took {ours_s / hf_s:.2f}x HF's time (one run each, "
-              "same machine)")
+        what_ran = "generate" if args.no_speech else "stream"
+        print(f"speed: omni_ref's {what_ran} took {ours_s / hf_s:.2f}x HF's generate time (one run "
+              "each, same machine)")
+        for name, first, hf_total in firsts:
+            print(f"time to first audio ({name}): {first * 1000:.1f} ms streamed vs "
+                  f"{hf_total * 1000:.1f} ms HF generate ({first / hf_total:.2f}x)")
     print(f"parity verdict: {verdict}")
     return 0 if not verdict.startswith("FAIL") else 1
 

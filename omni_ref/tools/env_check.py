@@ -1,15 +1,20 @@
 """`python -m omni_ref.tools.env_check`: one OK/FAIL line per dependency, for bug reports.
 
-The pins are read from the installed omni-ref package's own metadata (pyproject.toml), so this
-check and the install can never disagree about what the right versions are.
+The pins are read from the checkout's pyproject.toml when omni_ref runs from one (an editable
+install, or PYTHONPATH pointing at a clone), else from the installed package's metadata, which pip
+wrote from that same file. The file comes first because an editable install's metadata keeps the
+old pins after a pin moves, until it is reinstalled, and the environment must be judged by the pins
+it will be held to.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import pathlib
 import platform
 import re
 import sys
+import tomllib
 
 # distribution name -> module to import (import proves more than an installed version number)
 IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": "transformers",
@@ -20,10 +25,23 @@ IMPORT_NAMES = {"torch": "torch", "torchvision": "torchvision", "transformers": 
                 "pytest": "pytest", "pytest-xdist": "xdist"}
 
 
+PYPROJECT = pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _requirements() -> list[str]:
+    """omni-ref's requirement strings, the dev extra marked as pip's metadata marks it."""
+    if PYPROJECT.is_file():
+        project = tomllib.loads(PYPROJECT.read_text()).get("project", {})
+        if project.get("name") == "omni-ref":
+            dev = project.get("optional-dependencies", {}).get("dev", [])
+            return project["dependencies"] + [f'{r}; extra == "dev"' for r in dev]
+    return md.requires("omni-ref") or []
+
+
 def pins() -> dict[str, tuple[str, bool]]:
     """name -> (pinned version, needed by omni_ref itself and not only by tests and notebooks)."""
     out = {}
-    for req in md.requires("omni-ref") or []:
+    for req in _requirements():
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)\s*(;.*)?$", req)
         if m:
             out[m[1].lower()] = (m[2], "extra" not in (m[3] or ""))

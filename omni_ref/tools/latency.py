@@ -2,7 +2,8 @@
 
 Everything here is computed on the meta device or from config numbers, so it works for the real 35B model on a
 laptop. The report's Table 1 (module sizes) is the reference these numbers are checked against (notebook 00);
-the second half of the module is the latency side, a roofline set beside the report's Table 2 (notebook 07).
+the second half of the module is the latency side, a roofline set beside the report's Table 2 (notebook 07),
+for one request and for several served at once (notebook 09).
 """
 from __future__ import annotations
 
@@ -59,6 +60,41 @@ def weight_bytes(n_params: int, dtype: str = "bf16") -> int:
     return n_params * BYTES[dtype]
 
 
+# The published checkpoints of Qwen3-Omni-30B-A3B and the components each holds. Instruct speaks;
+# Thinking (which reasons step by step before it answers) and Captioner (Instruct fine-tuned to
+# describe any audio in detail) are published with enable_audio_output false: a Thinker only,
+# answering in text. All three have the same Thinker.
+VARIANTS = {"Instruct": ("thinker", "talker", "code2wav"), "Thinking": ("thinker",),
+            "Captioner": ("thinker",)}
+
+
+@dataclass
+class VariantSize:
+    name: str                       # as published: Qwen3-Omni-30B-A3B-<name>
+    components: tuple[str, ...]     # what its checkpoint holds
+    kept: int                       # parameters in its checkpoint
+    active: int                     # of those, used per token (count_params' rule)
+    dropped: int                    # parameters of the whole model it leaves out
+
+
+def variant_sizes(model) -> list[VariantSize]:
+    """One row per published variant (VARIANTS), counted on a whole (meta-device) Qwen3Omni: the
+    parameters each checkpoint keeps and those it drops (the Talker, its MTP and Code2Wav). The
+    variants share one Thinker config, so one module tree counts them all."""
+    if model.components != ("thinker", "talker", "code2wav"):
+        raise ValueError(f"variant_sizes counts what a variant drops, so it needs the whole model; "
+                         f"got components={model.components}: build it with "
+                         f"presets.build_meta(name), every component")
+    per = {c: count_params(getattr(model, c)) for c in model.components}
+    total = sum(t for t, _ in per.values())
+    rows = []
+    for name, components in VARIANTS.items():
+        kept = sum(per[c][0] for c in components)
+        active = sum(per[c][1] for c in components)
+        rows.append(VariantSize(name, components, kept, active, total - kept))
+    return rows
+
+
 def kv_bytes_per_token(config: OmniConfig, dtype: str = "bf16") -> dict[str, int]:
     """Bytes of K and V cached per token: layers x 2 (K and V) x kv_heads x head_dim x bytes per value.
     Grouped-query attention is why this is small: the Thinker caches 4 K/V heads for its 32 query heads."""
@@ -110,16 +146,27 @@ def experts_touched(tokens: int, top_k: int, num_experts: int) -> float:
     return 1.0 - (1.0 - top_k / num_experts) ** tokens
 
 
-def decode_seconds(w: DecoderWeights, hw: Hardware = Hardware(), dtype: str = "bf16") -> dict[str, float]:
-    """Time per output token: passes x max(2 x active / FLOP/s, active x bytes / bandwidth)."""
-    compute = 2 * w.active / hw.flops
-    memory = w.active * BYTES[dtype] / hw.bandwidth
-    return {"compute_s": w.passes * compute, "memory_s": w.passes * memory, "seconds": w.passes * max(compute, memory)}
+def decode_seconds(w: DecoderWeights, hw: Hardware = Hardware(), dtype: str = "bf16",
+                   batch: int = 1) -> dict[str, float]:
+    """Time of one decoding step that makes one token for each of `batch` requests at once
+    (continuous batching): passes x max(compute, weight reads). Every request's token multiplies
+    its active weights (compute: batch x 2 x active); the weights are read once per step for the
+    whole batch, but that read is the dense weights plus every expert SOME token of the batch is
+    routed to (experts_touched). One request reads its active weights; six read a third of the
+    Thinker's experts."""
+    _check_count("batch", batch)
+    compute = 2 * w.active * batch / hw.flops
+    read = w.active if batch == 1 else \
+        w.dense + w.experts * experts_touched(batch, w.top_k, w.num_experts)
+    memory = read * BYTES[dtype] / hw.bandwidth
+    return {"compute_s": w.passes * compute, "memory_s": w.passes * memory,
+            "seconds": w.passes * max(compute, memory)}
 
 
 def prefill_seconds(w: DecoderWeights, tokens: int, hw: Hardware = Hardware(), dtype: str = "bf16") -> dict:
     """Time to run a `tokens`-long prompt in one pass: every token computes with its active weights, but the
-    weights read are the dense ones plus every expert some token of the prompt was routed to."""
+    weights read are the dense ones plus every expert some token of the prompt was routed to. The
+    prompts of several requests prefilled together are one pass over all their tokens."""
     compute = 2 * w.active * tokens / hw.flops
     read = w.dense + w.experts * (experts_touched(tokens, w.top_k, w.num_experts) if w.experts else 0.0)
     memory = read * BYTES[dtype] / hw.bandwidth
@@ -127,11 +174,15 @@ def prefill_seconds(w: DecoderWeights, tokens: int, hw: Hardware = Hardware(), d
 
 
 def codec_seconds_per_frame(flops_per_frame: float, n_params: int, frames_per_call: int = 1,
-                            hw: Hardware = Hardware(), dtype: str = "bf16") -> float:
+                            hw: Hardware = Hardware(), dtype: str = "bf16",
+                            batch: int = 1) -> float:
     """Code2Wav is a ConvNet: its FLOPs scale with the samples it makes, not with its parameters, so they are
     counted (torch's FlopCounterMode on the meta device), and its weights are read once per call of
-    `frames_per_call` frames."""
-    return max(flops_per_frame / hw.flops, n_params * BYTES[dtype] / hw.bandwidth / frames_per_call)
+    `frames_per_call` frames. With `batch` requests decoded in the same call, each one waits for
+    the whole call: batch times the FLOPs, the same weight read."""
+    _check_count("batch", batch)
+    weights = n_params * BYTES[dtype] / hw.bandwidth / frames_per_call
+    return max(batch * flops_per_frame / hw.flops, weights)
 
 
 def first_packet(preprocess_s, thinker_ttft_s, talker_ttft_s, mtp_s, codec_s) -> float:
@@ -168,43 +219,142 @@ def decoder_weights(model) -> dict[str, DecoderWeights]:
             "MTP": DecoderWeights("MTP", body + cp.lm_head[0].weight.numel(), passes=mtp_passes)}
 
 
-# The report's Table 2, 1-concurrency column, audio input (Qwen3-Omni Technical Report, arXiv 2509.17765,
-# Table 2: vLLM, torch.compile and CUDA graphs on the MTP and the codec decoder), in seconds.
-PAPER_TABLE_2 = {"preprocess_s": 0.072, "thinker_ttft_s": 0.088, "talker_ttft_s": 0.057, "mtp_s": 0.014,
-                 "codec_s": 0.003, "first_packet_s": 0.234, "thinker_tok_s": 75.0, "talker_tok_s": 140.0, "rtf": 0.47}
+# ---- the report's Table 2 in full, and the roofline's prediction of every column ---------------
+
+TABLE_2_CONCURRENCY = (1, 4, 6)      # the table's columns: requests served at once
+TABLE_2_ROWS = ("preprocess_s", "thinker_ttft_s", "talker_ttft_s", "mtp_s", "codec_s",
+                "first_packet_s", "thinker_tok_s", "talker_tok_s", "rtf")
 
 
-def analytic_table_2(model=None, hw: Hardware = Hardware(), dtype: str = "bf16", prompt_tokens: int = 160,
-                     talker_prompt_tokens: int = 160, codec_frames_per_call: int = 1) -> dict[str, float]:
-    """The roofline's Table 2 rows (PAPER_TABLE_2's keys) for the real model (built on the meta device) or `model`.
+def _column(*ms_then_rates):
+    """A column as printed (six rows in ms, two in tokens/s, the RTF) -> {row: seconds or rate}."""
+    ms, rates = ms_then_rates[:6], ms_then_rates[6:]
+    return dict(zip(TABLE_2_ROWS, [m / 1000 for m in ms] + [float(r) for r in rates]))
 
-    prompt_tokens: the Thinker's prompt (default 160: ~10 s of audio at 12.5 tokens/s plus the chat template);
-    the AuT encoder runs over the audio tokens first (part of the Thinker's time to first token, as in the
-    report). Preprocessing (the report's 72 ms: CPU work, feature extraction, scheduling) has no weights to
-    model: the paper's figure is carried over so the overall row can be summed."""
+
+# Qwen3-Omni Technical Report (arXiv 2509.17765), Table 2: vLLM, torch.compile and CUDA graphs on
+# the MTP and the codec decoder. TABLE_2[(input, concurrency)] -> {row: value}, times in seconds,
+# rates in tokens/s, as printed. The rows from the MTP down are one figure per column, shared by
+# both inputs. Two printed cells disagree with the table's own definitions (tests/test_latency.py):
+# 6-concurrent video's rows sum to 2287 ms against a printed 2284, and the RTF formula gives 0.64
+# for 6 concurrent against a printed 0.66.
+TABLE_2 = {
+    ("audio", 1): _column(72, 88, 57, 14, 3, 234, 75, 140, 0.47),
+    ("video", 1): _column(160, 160, 210, 14, 3, 547, 75, 140, 0.47),
+    ("audio", 4): _column(94, 468, 145, 16, 5, 728, 63, 125, 0.56),
+    ("video", 4): _column(180, 866, 450, 16, 5, 1517, 63, 125, 0.56),
+    ("audio", 6): _column(100, 673, 376, 18, 5, 1172, 53, 110, 0.66),
+    ("video", 6): _column(200, 1330, 734, 18, 5, 2284, 53, 110, 0.66),
+}
+PAPER_TABLE_2 = TABLE_2[("audio", 1)]      # 1 request, audio input: notebook 07's reference
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the Thinker reads before its first token, in tokens. The report does not say what its
+    requests held, so these are stated assumptions:
+
+    audio (Table 2's audio column): 10 s of speech, 125 AuT tokens (12.5 a second), plus 35 tokens
+    of chat template, system prompt and question: 160 tokens.
+    video: a 10 s clip with its sound track, so the audio column plus frames: the same 125 audio
+    tokens and 35 of text, and the frames at the processor's 2 fps, 20 frames = 10 frame pairs
+    (temporal patch 2), each resized from 640 x 360 to 640 x 352 (multiples of 32 px: patch 16,
+    merge 2), 20 x 11 = 220 tokens a pair (processor.vision.smart_resize): 2200 video tokens,
+    2360 in all. The vision tower runs over the 4 x 2200 patches before the 2 x 2 merge."""
+    audio_tokens: int = 125
+    video_tokens: int = 0
+    text_tokens: int = 35
+
+    @property
+    def tokens(self) -> int:
+        return self.audio_tokens + self.video_tokens + self.text_tokens
+
+
+PROMPTS = {"audio": Prompt(), "video": Prompt(video_tokens=10 * 220)}
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: give a whole number of requests, 1 or more")
+
+
+def paper_preprocess_s(input: str = "audio", concurrency: int = 1) -> float:
+    """Table 2's preprocessing row (CPU work: decoding, features, scheduling; no weights to model)
+    for `concurrency` requests: the printed cell for 1, 4 and 6, straight lines between them, the
+    6-request cell beyond."""
+    _check_count("concurrency", concurrency)
+    cells = [(c, TABLE_2[(input, c)]["preprocess_s"]) for c in TABLE_2_CONCURRENCY]
+    for (c0, t0), (c1, t1) in zip(cells, cells[1:]):
+        if concurrency <= c1:
+            return t0 + (t1 - t0) * (concurrency - c0) / (c1 - c0)
+    return cells[-1][1]
+
+
+_CODEC_FLOPS: dict[str, float] = {}      # frames and repr(Code2WavConfig) -> FLOPs per frame
+
+
+def codec_flops_per_frame(code2wav, frames: int = 50) -> float:
+    """FLOPs of one frame of a `frames`-long decode of a meta-device Code2Wav, counted by torch's
+    FlopCounterMode (shapes only, no memory). Shapes alone decide the count, so it is counted once
+    per config (a second or two for the real model)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+    key = f"{frames}:{code2wav.config!r}"
+    if key not in _CODEC_FLOPS:
+        codes = torch.zeros(1, code2wav.config.num_quantizers, frames, dtype=torch.long,
+                            device="meta")
+        with FlopCounterMode(display=False) as counter:
+            code2wav._decode(codes)                                     # (1, 1, samples) on meta
+        _CODEC_FLOPS[key] = counter.get_total_flops() / frames
+    return _CODEC_FLOPS[key]
+
+
+def analytic_table_2(model=None, hw: Hardware = Hardware(), dtype: str = "bf16",
+                     input: str = "audio", concurrency: int = 1, prompt: Prompt | None = None,
+                     codec_frames_per_call: int = 1) -> dict[str, float]:
+    """The roofline's Table 2 rows (TABLE_2_ROWS) for `concurrency` requests served at once by the
+    real model (built on the meta device) or `model`: one column, TABLE_2[(input, concurrency)],
+    predicted. input: "audio" or "video" (PROMPTS[input] unless `prompt` is given).
+
+    Assumptions, each a best case, so every row is a lower bound:
+      - the requests arrive together and their prefills run as ONE batched pass over all their
+        prompts (prefill_seconds of concurrency x prompt tokens): no request waits for another;
+      - the encoders run over every request's media at once (the compute adds up, the weights are
+        read once): AuT at 2 FLOPs per parameter per audio token, the vision tower per patch;
+      - each decoding step makes one token for every request (decode_seconds(batch=concurrency)):
+        weights are read once a step, the experts read being those ANY token of the batch uses;
+      - the Talker's prompt is as long as the Thinker's (its user turn holds the same positions);
+      - the codec decodes one frame of every request per call (codec_frames_per_call each);
+      - nothing else costs time: no kernel launches, no attention over the cache, no sampling, no
+        CPU side, no queueing, and the four stages never share the GPU with each other.
+    Preprocessing is not a computation with the weights: the paper's row is carried over
+    (paper_preprocess_s) so that the overall row can be summed."""
     from .. import presets
+    if input not in PROMPTS:
+        raise ValueError(f"input={input!r}: Table 2 has the columns {sorted(PROMPTS)}")
+    _check_count("concurrency", concurrency)
+    prompt = prompt if prompt is not None else PROMPTS[input]
+    c = concurrency
     model = model if model is not None else presets.build_meta("real")
     w = decoder_weights(model)
-    audio = sum(p.numel() for p in model.thinker.audio_tower.parameters())
-    audio_tokens = max(prompt_tokens - 35, 1)
-    encoder = max(2 * audio * audio_tokens / hw.flops, audio * BYTES[dtype] / hw.bandwidth)
+
+    def encoder(module, units):              # `units` audio tokens or vision patches, all requests
+        n = sum(p.numel() for p in module.parameters())
+        return max(2 * n * units / hw.flops, n * BYTES[dtype] / hw.bandwidth) if units else 0.0
+    encoders = (encoder(model.thinker.audio_tower, c * prompt.audio_tokens)
+                + encoder(model.thinker.visual, c * 4 * prompt.video_tokens))
     c2w = model.code2wav
-    frames = 50
-    codes = torch.zeros(1, c2w.config.num_quantizers, frames, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        c2w._decode(codes)                                                # (1, 1, samples) on meta: shapes only
-    codec = codec_seconds_per_frame(counter.get_total_flops() / frames, sum(p.numel() for p in c2w.parameters()),
-                                    codec_frames_per_call, hw, dtype)
-    thinker_tok = decode_seconds(w["Thinker"], hw, dtype)["seconds"]
-    talker_tok = decode_seconds(w["Talker"], hw, dtype)["seconds"]
-    rows = {"preprocess_s": PAPER_TABLE_2["preprocess_s"],
-            "thinker_ttft_s": encoder + prefill_seconds(w["Thinker"], prompt_tokens, hw, dtype)["seconds"],
-            "talker_ttft_s": prefill_seconds(w["Talker"], talker_prompt_tokens, hw, dtype)["seconds"],
-            "mtp_s": decode_seconds(w["MTP"], hw, dtype)["seconds"], "codec_s": codec}
-    rows["first_packet_s"] = first_packet(*(rows[k] for k in ("preprocess_s", "thinker_ttft_s", "talker_ttft_s",
-                                                              "mtp_s", "codec_s")))
+    codec = codec_seconds_per_frame(codec_flops_per_frame(c2w),
+                                    sum(p.numel() for p in c2w.parameters()),
+                                    codec_frames_per_call, hw, dtype, batch=c)
+    thinker_tok = decode_seconds(w["Thinker"], hw, dtype, batch=c)["seconds"]
+    talker_tok = decode_seconds(w["Talker"], hw, dtype, batch=c)["seconds"]
+    prefill = {name: prefill_seconds(w[name], c * prompt.tokens, hw, dtype)["seconds"]
+               for name in ("Thinker", "Talker")}
+    rows = {"preprocess_s": paper_preprocess_s(input, c),
+            "thinker_ttft_s": encoders + prefill["Thinker"], "talker_ttft_s": prefill["Talker"],
+            "mtp_s": decode_seconds(w["MTP"], hw, dtype, batch=c)["seconds"], "codec_s": codec}
+    rows["first_packet_s"] = first_packet(*(rows[k] for k in TABLE_2_ROWS[:5]))
     rows["thinker_tok_s"], rows["talker_tok_s"] = 1 / thinker_tok, 1 / talker_tok
     rows["rtf"] = real_time_factor(thinker_tok, talker_tok, rows["mtp_s"], codec)
     return rows

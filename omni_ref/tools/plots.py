@@ -1250,3 +1250,64 @@ def plot_answer_attention(views: list):
                  "task)", y=1.04)
     fig.tight_layout()
     return fig
+
+
+# ---- the whole pipeline streaming (notebook 09) --------------------------------------------------
+
+STAGE_COLOURS = {"Thinker": "tab:blue", "Talker": "tab:green", "MTP": "tab:olive",
+                 "Code2Wav": "tab:orange"}
+
+
+def received_and_played(timeline):
+    """The two curves of the playback panel, as (x, y) step points in seconds: the audio received
+    by each instant (a step up at each audio event) and the playback cursor (0 until the first
+    packet, then the wall clock, up to the end of the audio)."""
+    t0, total = timeline.first_packet_s, timeline.audio_s
+    rx, ry, heard = [0.0], [0.0], 0
+    for t, n in timeline.audio:
+        heard += n
+        rx += [t, t]
+        ry += [ry[-1], heard / timeline.sample_rate]
+    end = max(timeline.end_s, t0 + total)
+    rx.append(end)
+    ry.append(ry[-1])
+    return (rx, ry), ([0.0, t0, t0 + total, end], [0.0, 0.0, total, total])
+
+
+def plot_stream_timeline(timeline, title: str = "one model.stream call, stage by stage"):
+    """Top: one lane per stage (tools.timeline.STAGES), a bar for every call, against wall-clock
+    seconds since the call; the first packet marked. Bottom: seconds of audio received so far
+    (steps at each audio event) against the playback cursor started at the first packet; where the
+    cursor is above the received audio, playback has run dry (shaded red)."""
+    import matplotlib.pyplot as plt
+    from .timeline import STAGES
+    fig, (lanes, play) = plt.subplots(2, 1, figsize=(11, 5.2), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    for i, stage in enumerate(STAGES):
+        spans = timeline.intervals.get(stage, [])
+        lanes.broken_barh([(a, b - a) for a, b in spans], (i - 0.35, 0.7),
+                          color=STAGE_COLOURS[stage], label=stage)
+    i = len(STAGES)
+    lanes.plot([t for t, _ in timeline.audio], [i] * len(timeline.audio), "v", color="black",
+               label="audio event")
+    lanes.set_yticks(range(i + 1), list(STAGES) + ["audio out"])
+    lanes.set_ylim(i + 0.6, -0.6)
+    fp = timeline.first_packet_s
+    for ax in (lanes, play):
+        ax.axvline(fp, color="tab:red", ls="--", lw=1)
+    lanes.text(fp, -0.55, f" first packet {1000 * fp:.0f} ms", color="tab:red", va="top",
+               fontsize=8)
+    lanes.set_title(title)
+    (rx, ry), (cx, cy) = received_and_played(timeline)
+    play.plot(rx, ry, color="black", label="audio received")
+    play.plot(cx, cy, color="tab:red", label="playback cursor (from the first packet)")
+    grid = torch.linspace(0, rx[-1], 400).tolist()
+    got = [timeline.audio_end(t) for t in grid]
+    cur = [timeline.cursor(t) for t in grid]
+    play.fill_between(grid, got, cur, where=[c > g for c, g in zip(cur, got)], color="tab:red",
+                      alpha=0.2, label="playback ran dry")
+    play.set_xlabel("wall-clock time since the call (s)")
+    play.set_ylabel("audio (s)")
+    play.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
