@@ -23,7 +23,7 @@ Report, arXiv 2509.17765, section 6 / Table 2), each measured in `repeats` runs 
                        calls inside that same Talker run
     talker_token       the Talker's own share of a step: the step minus the MTP call nested inside it
     code2wav_chunked   chunked_decode (300-frame chunks, 25 of context) of `codec_frames` frames, per frame
-    code2wav_stream    StreamingCode2Wav fed one frame at a time (omni_ref only), per frame
+    code2wav_stream    Code2WavStream (what model.stream decodes with) fed 4 frames a push (omni_ref only), per frame
     first_audio        a spoken answer of `answer_frames` frames: ours, the time from calling model.stream to its
                        first audio event (4-frame packets); HF's, its generate's wall time, since HF returns the
                        audio only when all of it is made
@@ -74,7 +74,7 @@ from ..generate import generate_speech, thinker_generate
 from ..layers import Attention, set_attn_implementation
 from ..moe import Experts, set_experts_implementation
 from ..sampling import SamplingOptions
-from ..streaming import measure_streaming
+from ..streaming import Code2WavStream
 from ..talker import suppressed_ids, talker_generate
 from .scoped import torch_state_kept
 
@@ -243,6 +243,16 @@ def stage(runs: dict[str, list[float] | None], per: int = 1) -> dict:
 def flagged(stages: dict) -> list[tuple[str, str, str]]:
     """(stage, side, reason) for every flagged figure of a request's stages."""
     return [(name, side, why) for name, v in stages.items() for side, why in v.get("flag", {}).items() if why]
+
+
+def carried_decode_seconds(code2wav, codes: torch.Tensor, frames_per_push: int = 4) -> float:
+    """Seconds to decode `codes` (1, Q, n) through Code2WavStream, `frames_per_push` frames at a time, as
+    model.stream does with its default audio_chunk_frames."""
+    stream, t0 = Code2WavStream(code2wav), time.perf_counter()
+    for start in range(0, codes.shape[-1], frames_per_push):
+        stream.push(codes[..., start:start + frames_per_push])
+    stream.flush()
+    return time.perf_counter() - t0
 
 
 # ---- the columns -------------------------------------------------------------------------------------------------
@@ -429,8 +439,7 @@ def _measure_request(cols, processor, messages, repeats, thinker_tokens, talker_
                        lambda m: m.code2wav.chunked_decode(codes, chunk_size=300, left_context_size=25),
                        per=codec_frames)
     parity["code2wav_max_abs"] = float((a - b).abs().max())
-    stream = [measure_streaming(model.code2wav, codes, [codec_frames // 5], 25, 5)[0]["decode_s"]
-              for _ in range(repeats)]
+    stream = [carried_decode_seconds(model.code2wav, codes) for _ in range(repeats)]
     stages["code2wav_stream"] = stage({side: stream if side == "omni_ref" else None for side in cols},
                                       per=codec_frames)
     out = {"stages": stages, "parity": parity, "prompt_tokens": int(inputs["input_ids"].shape[1]), "steps": steps}
