@@ -19,6 +19,27 @@ def test_timed_takes_the_median_after_warm_up():
     assert out == 5 and len(calls) == 5 and t >= 0
 
 
+def test_sides_take_turns_after_every_warm_up():
+    calls, entered = [], []
+
+    def context(side):
+        class Ctx:
+            def __enter__(self):
+                entered.append(side)
+
+            def __exit__(self, *exc):
+                return False
+        return Ctx
+
+    cols = {side: (side.upper(), context(side)) for side in ("a", "b", "c")}
+    out = bench.taking_turns(cols, lambda side, model: calls.append((side, model)) or len(calls), repeats=3)
+    order = [side for side, _ in calls]
+    assert order == ["a", "b", "c",  "a", "b", "c",  "b", "c", "a",  "c", "a", "b"]
+    assert all(model == side.upper() for side, model in calls)       # each side runs its own model
+    assert entered == order                                          # ... inside its own context, every run
+    assert out == {"a": [4, 9, 11], "b": [5, 7, 12], "c": [6, 8, 10]}
+
+
 class Toy(torch.nn.Module):
     def forward(self, x):
         return x + 1

@@ -10,7 +10,8 @@ Four columns, on the same checkpoint and inputs (CPU, fp32, the thread count fix
     hf_eager        HF with attn_implementation="eager", experts_implementation="eager"
 
 For each sample chat of `make demo` (demo.sample_chats()), the stages of the report's Table 2 (Qwen3-Omni Technical
-Report, arXiv 2509.17765, section 6 / Table 2), each measured in `repeats` runs after one warm-up run:
+Report, arXiv 2509.17765, section 6 / Table 2), each measured in `repeats` runs after one warm-up run, the
+columns taking turns run by run (taking_turns), so that a slow spell of the machine falls on all of them:
 
     processor          chat template, log-mel, patches (omni_ref only: HF cannot read the sample video folder)
     audio / vision     the encoders alone (AuT; the vision tower on the image and video pixels)
@@ -199,17 +200,27 @@ def stage_timeline(model, fn):
                  "code2wav": c2w_end - c2w_start, "total": thinker.end - thinker.start}
 
 
-def clocked_runs(clock: StepClock, fn, figures, repeats: int, warmup: int = 1):
-    """({figure: [one value per run]}, {figure: [per-step seconds of the last run]}, the last result): each
-    run's per-step figures reduced to their median."""
-    out, runs, last = None, {}, {}
-    for r in range(warmup + repeats):
-        out = clock.run(fn)
-        if r >= warmup:
-            last = figures(clock)
-            for name, values in last.items():
-                runs.setdefault(name, []).append(statistics.median(values))
-    return runs, last, out
+def taking_turns(cols: dict, run, repeats: int, warmup: int = 1) -> dict:
+    """{side: [run(side, model) of each timed run]}: every side's warm-up first, then the sides take turns, one
+    run each per round, starting one side later each round.
+
+    Measuring one side's runs all together, then the next side's, lets a slow spell of the machine (another
+    process, the kernel reclaiming memory) land on one side only, and the ratio then measures the machine: in
+    one such bench our MTP ran 85 ms a frame on the first request and 47 ms on the second, HF's 83 and 80. Taking
+    turns puts such a spell on every side of the round it falls in."""
+    sides = list(cols)
+    for side in sides:
+        model, context = cols[side]
+        with context():
+            for _ in range(warmup):
+                run(side, model)
+    results = {side: [] for side in sides}
+    for r in range(repeats):
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+            model, context = cols[side]
+            with context():
+                results[side].append(run(side, model))
+    return results
 
 
 # ---- figures: median, spread, flag -------------------------------------------------------------------------------
@@ -309,26 +320,25 @@ def measure_first_audio(cols: dict, inputs: dict, repeats: int, **options) -> tu
     columns run it (a 60-frame answer takes seconds a run; the eager columns would double the bench's time):
     the eager columns get None."""
     from .. import hf
-    first, total, samples = {}, {}, {}
-    for side, (m, context) in cols.items():
-        if side not in ("omni_ref", "hf"):
-            first[side] = total[side] = None
-            continue
-        with context(), hf.quiet():
-            done = [answer(m, inputs, **options) for _ in range(1 + repeats)][1:]
-            total[side] = [r["total_s"] for r in done]
-            samples[side] = done[-1]["samples"]
-            if side in OURS:      # the generate runs above were its warm-up
-                first[side] = [first_audio_ours(m, inputs, **options) for _ in range(repeats)]
-            else:
-                first[side] = total[side]
+
+    def run(side, m):
+        out = answer(m, inputs, **options)
+        if side in OURS:           # its generate runs are the stream's warm-up
+            out["first_s"] = first_audio_ours(m, inputs, **options)
+        return out
+
+    with hf.quiet():
+        done = taking_turns({side: cols[side] for side in ("omni_ref", "hf")}, run, repeats)
+    total = {side: [r["total_s"] for r in done[side]] if side in done else None for side in cols}
+    first = {side: [r.get("first_s", r["total_s"]) for r in done[side]] if side in done else None for side in cols}
+    samples = {side: r[-1]["samples"] for side, r in done.items()}
     return {"first_audio": stage(first), "total": stage(total)}, samples
 
 
 # ---- one request ---------------------------------------------------------------------------------------------
 
 def measure_request(model, twin, processor, messages, repeats: int = 3, thinker_tokens: int = 8,
-                    talker_steps: int = 8, codec_frames: int = 50, answer_frames: int | None = None,
+                    talker_steps: int = 16, codec_frames: int = 50, answer_frames: int | None = None,
                     twin_eager=None, eager: bool = False) -> dict:
     """Every stage of one chat on every column: {"stages": {stage: stage(...)}, "parity": {...},
     "prompt_tokens": n, "steps": {"thinker" | "talker": {side: {figure: per-step seconds of the last run}}}}.
@@ -352,29 +362,31 @@ def _measure_request(cols, processor, messages, repeats, thinker_tokens, talker_
     def timed_stage(name, ours, theirs, per=1):
         """ours(m), theirs(m): one call on a model of that side (theirs None: HF cannot run it). Returns the last
         result of omni_ref and of hf."""
-        runs, outs = {}, {}
-        for side, (m, context) in cols.items():
-            fn = ours if side in OURS else theirs
-            if fn is None:
-                runs[side] = None
-                continue
-            with context():
-                runs[side], outs[side] = timed_runs(lambda: fn(m), repeats)
-        stages[name] = stage(runs, per)
-        return outs.get("omni_ref"), outs.get("hf")
+        def run(side, m):
+            t0 = time.perf_counter()
+            out = (ours if side in OURS else theirs)(m)
+            return time.perf_counter() - t0, out
+
+        able = {side: col for side, col in cols.items() if (ours if side in OURS else theirs) is not None}
+        done = taking_turns(able, run, repeats)
+        stages[name] = stage({side: [t for t, _ in done[side]] if side in done else None for side in cols}, per)
+        return tuple(done[side][-1][1] if side in done else None for side in ("omni_ref", "hf"))
 
     def clocked(part, figures, ours, theirs):
         """ours(m) / theirs(m) -> (decoder, inner, fn): clocked runs of each side's generate; their figures
         become stages, the last run's steps are kept."""
-        runs, outs = {}, {}
-        for side, (m, context) in cols.items():
+        def run(side, m):
             decoder, inner, fn = (ours if side in OURS else theirs)(m)
-            with context():
-                runs[side], steps[part][side], outs[side] = clocked_runs(StepClock(decoder, inner), fn, figures,
-                                                                         repeats)
-        for name in runs["omni_ref"]:
-            stages[name] = stage({side: r[name] for side, r in runs.items()})
-        return outs
+            clock = StepClock(decoder, inner)
+            out = clock.run(fn)
+            return figures(clock), out
+
+        done = taking_turns(cols, run, repeats)
+        for name in done["omni_ref"][0][0]:       # each run's per-step figures reduced to their median
+            stages[name] = stage({side: [statistics.median(f[name]) for f, _ in r] for side, r in done.items()})
+        for side, r in done.items():
+            steps[part][side] = r[-1][0]
+        return {side: r[-1][1] for side, r in done.items()}
 
     inputs, _ = timed_stage("processor", lambda m: processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, fps=2.0), None)
@@ -636,8 +648,8 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
             "omni_ref_eager": "attn_implementation=eager, experts_implementation=eager" if eager else None,
             "hf": "attn_implementation=sdpa, experts_implementation default (grouped_mm)",
             "hf_eager": "attn_implementation=eager, experts_implementation=eager" if eager else None},
-        "statistic": "median over runs (per-step stages: of each run's median step) after 1 warm-up; spread = "
-                     "(max - min) / median", "flush_denormal": flush_denormal, "answer_frames": answer_frames,
+        "statistic": "median over runs (per-step stages: of each run's median step) after 1 warm-up, the columns "
+                     "taking turns run by run; spread = (max - min) / median", "flush_denormal": flush_denormal, "answer_frames": answer_frames,
         **sizes}, "results": results,
         "targets": all_targets({k: {**v, "name": k} for k, v in results.items()}),
         "memory": memory(model, twin)}
