@@ -24,10 +24,13 @@ def _attention(seed=0, heads=4, kv_heads=2, head_dim=8, hidden=16):
 
 
 def _both(attn, *args, **kwargs):
+    """Eager and fast outputs; without gradients, as in generate, where the fast path is
+    Attention.fast_forward (joined q/k/v weights, one QK-norm and one rotation for all heads)."""
     outs = []
-    for name in ("eager", "sdpa"):
-        set_attn_implementation(attn, name)
-        outs.append(attn(*args, **kwargs))
+    with torch.no_grad():
+        for name in ("eager", "sdpa"):
+            set_attn_implementation(attn, name)
+            outs.append(attn(*args, **kwargs))
     return outs
 
 
@@ -63,6 +66,76 @@ def test_sdpa_equals_eager_when_decoding_from_a_cache():
         step = attn(x[:, 5:], cos, sin, causal_mask(1, 6, torch.float32), cache)
         outs[name] = torch.cat([prefill, step], dim=1)
     torch.testing.assert_close(outs["sdpa"], outs["eager"], atol=1e-5, rtol=0)
+
+
+def _eager_and_fast(attn, x, cos, sin, mask=None):
+    eager, fast = _both(attn, x, cos, sin, mask)
+    torch.testing.assert_close(fast, eager, atol=1e-5, rtol=0)
+    return fast
+
+
+def test_fast_forward_joins_the_weights_without_copying_them():
+    attn = _attention(seed=4)
+    names = [n for n, _ in attn.named_parameters()]
+    bytes_before = sum(p.numel() for p in attn.parameters())
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(5))
+    cos, sin = _rotary(5)
+    _eager_and_fast(attn, x, cos, sin, causal_mask(5, 5, torch.float32))
+    weight, bias, norm_weight = attn.joined_weights()
+    assert weight.shape == ((4 + 2 * 2) * 8, 16) and bias is None and norm_weight.shape == (6, 8)
+    # q, k and v are views of the joined matrix's rows: no second copy, the same parameter names
+    for rows, proj in zip(weight.split([32, 16, 16]), (attn.q_proj, attn.k_proj, attn.v_proj)):
+        assert proj.weight.data_ptr() == rows.data_ptr() and torch.equal(proj.weight, rows)
+    assert [n for n, _ in attn.named_parameters()] == names
+    assert sum(p.numel() for p in attn.parameters()) == bytes_before
+    assert sorted(attn.state_dict()) == sorted(names)
+
+
+def test_fast_forward_sees_every_change_to_the_weights():
+    attn = _attention(seed=6)
+    x = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(7))
+    cos, sin = _rotary(4)
+    first = _eager_and_fast(attn, x, cos, sin, causal_mask(4, 4, torch.float32))
+    with torch.no_grad():
+        attn.k_proj.weight.mul_(-2.0)           # in place, through the view
+        attn.q_norm.weight.add_(0.5)            # in place, a norm weight (copied, re-copied)
+    second = _eager_and_fast(attn, x, cos, sin, causal_mask(4, 4, torch.float32))
+    assert (second - first).abs().max() > 0.1
+    attn.v_proj.weight = torch.nn.Parameter(torch.randn(16, 16))      # replaced: joined again
+    third = _eager_and_fast(attn, x, cos, sin, causal_mask(4, 4, torch.float32))
+    assert (third - second).abs().max() > 0.1
+    attn.to(torch.float64)                                            # moved: joined again
+    x64, cos64, sin64 = x.double(), cos.double(), sin.double()
+    _eager_and_fast(attn, x64, cos64, sin64, causal_mask(4, 4, torch.float64))
+
+
+def test_fast_forward_with_biases_and_without_qk_norm():
+    torch.manual_seed(8)
+    for qk_norm in (True, False):
+        attn = Attention(16, 4, 2, 8, bias=True, qk_norm=qk_norm)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.normal_(0, 0.3)
+        x = torch.randn(2, 3, 16)
+        cos, sin = _rotary(3)
+        _eager_and_fast(attn, x, cos, sin, causal_mask(3, 3, torch.float32))
+        assert attn.joined_weights()[1].shape == (64,)
+
+
+def test_training_on_the_fast_path_gets_the_eager_gradients():
+    """With gradients on, the joined weights (made without them) would train nothing: the fast path
+    then projects q, k and v one by one, and only its steps 7-9 are the fused call."""
+    grads = {}
+    for name in ("eager", "sdpa"):
+        attn = _attention(seed=9)
+        set_attn_implementation(attn, name)
+        x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(10))
+        cos, sin = _rotary(5)
+        attn(x, cos, sin, causal_mask(5, 5, torch.float32)).square().sum().backward()
+        grads[name] = {n: p.grad for n, p in attn.named_parameters()}
+    for n, g in grads["eager"].items():
+        torch.testing.assert_close(grads["sdpa"][n], g, atol=1e-5, rtol=1e-5)
+        assert g.abs().max() > 0
 
 
 def test_grouped_experts_equal_the_loop():
