@@ -270,7 +270,9 @@ class Attention(nn.Module):
         norms = (self.q_norm.weight, self.k_norm.weight) if isinstance(self.q_norm, RMSNorm) else ()
         key = tuple(w.data_ptr() for w in attn) + tuple((w.data_ptr(), w._version) for w in norms)
         if self._joined is None or self._joined[-1] != key:
-            with torch.no_grad():
+            # Plain tensors even under torch.inference_mode: the weights become views of them, and
+            # a weight made an inference tensor could no longer be trained.
+            with torch.inference_mode(False), torch.no_grad():
                 weight, bias = _join(layers, "weight"), _join(layers, "bias")
                 norm_weight = torch.cat([norms[0].expand(self.heads, -1),
                                          norms[1].expand(self.kv_heads, -1)]) if norms else None

@@ -122,6 +122,19 @@ def test_fast_forward_with_biases_and_without_qk_norm():
         assert attn.joined_weights()[1].shape == (64,)
 
 
+def test_weights_joined_under_inference_mode_stay_trainable():
+    attn = _attention(seed=11)
+    set_attn_implementation(attn, "sdpa")
+    x = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(12))
+    cos, sin = _rotary(3)
+    with torch.inference_mode():
+        attn(x, cos, sin, causal_mask(3, 3, torch.float32))
+    assert attn.joined_weights()[0].data_ptr() == attn.q_proj.weight.data_ptr()
+    assert not any(p.is_inference() for p in attn.parameters())
+    attn(x, cos, sin, causal_mask(3, 3, torch.float32)).sum().backward()
+    assert all(p.grad is not None for p in attn.parameters())
+
+
 def test_training_on_the_fast_path_gets_the_eager_gradients():
     """With gradients on, the joined weights (made without them) would train nothing: the fast path
     then projects q, k and v one by one, and only its steps 7-9 are the fused call."""
