@@ -246,5 +246,8 @@ def test_tiny_run_writes_json_and_every_column_agrees(tmp_path, capsys, monkeypa
     assert p["wav_max_abs"] <= 1e-5 and p["code2wav_max_abs"] <= 1e-5 and p["audio_encoder_max_abs"] <= 1e-5
     assert report["memory"]["omni_ref_param_bytes"] == report["memory"]["hf_param_bytes"]
     assert report["settings"]["flush_denormal"] is True and "load_memory" not in report
+    assert {k: report["settings"][k] for k in ("thinker_tokens", "talker_steps", "codec_frames")} == \
+        {"thinker_tokens": 3, "talker_steps": 3, "codec_frames": 10}
+    assert bench.request_sizes({}) == {"thinker_tokens": 8, "talker_steps": 16, "codec_frames": 50}
     assert report["settings"]["columns"]["hf"].startswith("attn_implementation=sdpa")
     assert "ratio = omni_ref / hf, < 1: omni_ref faster" in capsys.readouterr().out

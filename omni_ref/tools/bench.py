@@ -54,6 +54,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -650,7 +651,7 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
             "hf_eager": "attn_implementation=eager, experts_implementation=eager" if eager else None},
         "statistic": "median over runs (per-step stages: of each run's median step) after 1 warm-up, the columns "
                      "taking turns run by run; spread = (max - min) / median", "flush_denormal": flush_denormal, "answer_frames": answer_frames,
-        **sizes}, "results": results,
+        **request_sizes(sizes)}, "results": results,
         "targets": all_targets({k: {**v, "name": k} for k, v in results.items()}),
         "memory": memory(model, twin)}
     report["hardware"]["load_average_before"] = load_before
@@ -658,6 +659,14 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
     if lm is not None:
         report["load_memory"] = lm
     return report
+
+
+def request_sizes(sizes: dict) -> dict:
+    """The sizes each request was measured with (thinker_tokens, talker_steps, codec_frames): measure_request's
+    defaults, updated by the ones given."""
+    defaults = inspect.signature(measure_request).parameters
+    return {name: sizes.get(name, defaults[name].default) for name in ("thinker_tokens", "talker_steps",
+                                                                       "codec_frames")}
 
 
 def _ms(x) -> str:
