@@ -650,7 +650,8 @@ def run(preset: str = "demo", repeats: int = 3, names=None, flush_denormal: bool
             "hf": "attn_implementation=sdpa, experts_implementation default (grouped_mm)",
             "hf_eager": "attn_implementation=eager, experts_implementation=eager" if eager else None},
         "statistic": "median over runs (per-step stages: of each run's median step) after 1 warm-up, the columns "
-                     "taking turns run by run; spread = (max - min) / median", "flush_denormal": flush_denormal, "answer_frames": answer_frames,
+                     "taking turns run by run; spread = (max - min) / median",
+        "flush_denormal": flush_denormal, "answer_frames": answer_frames,
         **request_sizes(sizes)}, "results": results,
         "targets": all_targets({k: {**v, "name": k} for k, v in results.items()}),
         "memory": memory(model, twin)}
